@@ -1,0 +1,190 @@
+//! Options for opening a store, and where its directory is.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::key::SecretKey;
+
+/// Largest `max_data_size` a store accepts: 64 KiB.
+pub const MAX_DATA_SIZE_LIMIT: usize = 64 * 1024;
+/// Name of the B-tree file inside the store directory.
+pub const FILE_NAME: &str = "store.redb";
+
+/// When a write becomes durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Calls return at once; the flusher commits every flush interval. A
+    /// crash can undo the last interval's changes, read budget decrements
+    /// included.
+    #[default]
+    Interval,
+    /// Each changing call returns after the commit that holds it; calls
+    /// made at the same time share one commit and one fsync.
+    Always,
+}
+
+/// Everything [`Store::open`](crate::Store::open) needs.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use crudjt::{Config, Durability, SecretKey};
+///
+/// let key = SecretKey::from_base64(&std::env::var("CRUDJT_SECRET_KEY").unwrap()).unwrap();
+/// let config = Config::new(key)
+///     .path("/var/lib/myapp/sessions")
+///     .durability(Durability::Always)
+///     .flush_interval(Duration::from_millis(200));
+/// let store = crudjt::Store::open(config).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) secret_key: SecretKey,
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) flush_interval: Duration,
+    pub(crate) durability: Durability,
+    pub(crate) cache_capacity: usize,
+    pub(crate) max_data_size: usize,
+    pub(crate) sweep_interval: Duration,
+    pub(crate) max_pending_bytes: usize,
+}
+
+impl Config {
+    /// Defaults: the system store location, 500 ms flush interval,
+    /// `Interval` durability, 40,000 cached records, 256-byte data, a sweep
+    /// every 24 hours and 64 MiB of pending writes.
+    pub fn new(secret_key: SecretKey) -> Config {
+        Config {
+            secret_key,
+            path: None,
+            flush_interval: Duration::from_millis(500),
+            durability: Durability::Interval,
+            cache_capacity: 40_000,
+            max_data_size: 256,
+            sweep_interval: Duration::from_secs(24 * 60 * 60),
+            max_pending_bytes: 64 << 20,
+        }
+    }
+
+    /// The store directory. Without it the store uses the system location
+    /// (`/var/lib/store_jt` on Linux, `/usr/local/var/store_jt` on macOS)
+    /// if it can be used, else `store_jt` in the working directory.
+    pub fn path(mut self, path: impl Into<PathBuf>) -> Config {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// How often the flusher commits pending writes (default 500 ms).
+    pub fn flush_interval(mut self, interval: Duration) -> Config {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// When writes become durable (default [`Durability::Interval`]).
+    pub fn durability(mut self, durability: Durability) -> Config {
+        self.durability = durability;
+        self
+    }
+
+    /// How many clean records the read cache keeps (default 40,000).
+    pub fn cache_capacity(mut self, records: usize) -> Config {
+        self.cache_capacity = records;
+        self
+    }
+
+    /// Largest accepted MessagePack data, in bytes (default 256, at most
+    /// 64 KiB).
+    pub fn max_data_size(mut self, bytes: usize) -> Config {
+        self.max_data_size = bytes;
+        self
+    }
+
+    /// How often expired records are swept from disk (default 24 hours);
+    /// a sweep also runs at open.
+    pub fn sweep_interval(mut self, interval: Duration) -> Config {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// How many bytes of changes may wait for the flusher before callers
+    /// wait for it (default 64 MiB).
+    pub fn max_pending_bytes(mut self, bytes: usize) -> Config {
+        self.max_pending_bytes = bytes;
+        self
+    }
+}
+
+/// The system location for stores without an explicit path.
+fn system_dir() -> Option<PathBuf> {
+    if cfg!(target_os = "linux") {
+        Some(PathBuf::from("/var/lib/store_jt"))
+    } else if cfg!(target_os = "macos") {
+        Some(PathBuf::from("/usr/local/var/store_jt"))
+    } else if cfg!(windows) {
+        Some(PathBuf::from(r"C:\Program Files\store_jt"))
+    } else {
+        None
+    }
+}
+
+/// Finds the store directory by the lookup order and makes sure it exists
+/// with owner-only permissions.
+pub(crate) fn prepare_dir(given: Option<&Path>) -> Result<PathBuf, (PathBuf, io::Error)> {
+    if let Some(path) = given {
+        return make_private_dir(path)
+            .map(|()| path.to_path_buf())
+            .map_err(|e| (path.into(), e));
+    }
+    if let Some(system) = system_dir()
+        && make_private_dir(&system).is_ok()
+        && is_writable(&system)
+    {
+        return Ok(system);
+    }
+    let local = PathBuf::from("store_jt");
+    make_private_dir(&local)
+        .map(|()| local.clone())
+        .map_err(|e| (local, e))
+}
+
+fn is_writable(dir: &Path) -> bool {
+    let probe = dir.join(".crudjt-probe");
+    let ok = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .is_ok();
+    let _ = fs::remove_file(&probe);
+    ok
+}
+
+fn make_private_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Creates the store file if needed, owner-only, before redb opens it.
+pub(crate) fn prepare_file(path: &Path) -> io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        options.open(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    options.open(path)?;
+    Ok(())
+}

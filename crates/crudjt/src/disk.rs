@@ -1,0 +1,279 @@
+//! The B-tree file: three redb tables and the transactions on them.
+//!
+//! - `records`: record id (u64) to the sealed record (see [`crate::record`]).
+//!   Ids ascend, so inserts land at the right edge of the tree.
+//! - `expiry`: `(expiry ms, record id)` to nothing, one entry per record
+//!   with a lifetime, kept in step with `records` by the same commit. The
+//!   sweep reads it in key order, so its work grows with the number expired.
+//! - `meta`: the store's own state, values as 8-byte little-endian
+//!   integers except the fingerprint:
+//!   `format`, `fingerprint` (32 bytes), `epoch` (bumped at every open, the
+//!   high half of record nonces), `id_floor` (no id at or above it was ever
+//!   handed out), `records` (number of rows in `records`).
+
+use std::path::{Path, PathBuf};
+
+use aes_gcm_siv::Aes256GcmSiv;
+use parking_lot::RwLock;
+use redb::{
+    CompactionMode, Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+
+use crate::error::{Error, OpenError};
+use crate::key::Keys;
+use crate::record::{self, Rec, Sealer};
+
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+const EXPIRY: TableDefinition<(u64, u64), ()> = TableDefinition::new("expiry");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Version of the table layout and meta keys above.
+const STORE_FORMAT: u64 = 1;
+/// How far past the last handed-out id each commit moves `id_floor`. Fewer
+/// ids than this are created between two commits because pending writes
+/// are bounded, so ids handed out before a crash are all below the floor
+/// the next open starts from, and none is ever reused.
+const ID_LEASE: u64 = 1 << 32;
+/// redb's page cache. Our own record cache serves hot reads, so this only
+/// needs to hold the upper levels of the trees.
+const PAGE_CACHE_BYTES: usize = 32 << 20;
+
+/// The open B-tree file.
+pub(crate) struct Disk {
+    /// Shared by readers and the flusher; taken exclusively only to compact,
+    /// which redb allows with no transaction open.
+    db: RwLock<Database>,
+    file: PathBuf,
+}
+
+/// What [`Disk::open`] learned from the file.
+pub(crate) struct Opened {
+    pub(crate) disk: Disk,
+    /// This open's epoch, unique among all opens of the store.
+    pub(crate) epoch: u32,
+    /// The first id this open may hand out.
+    pub(crate) next_id: u64,
+    /// Rows in `records`.
+    pub(crate) records: u64,
+}
+
+fn meta_u64(meta: &redb::Table<'_, &str, &[u8]>, name: &str) -> Result<Option<u64>, Error> {
+    let Some(value) = meta.get(name).map_err(Error::storage)? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = value
+        .value()
+        .try_into()
+        .map_err(|_| Error::Corrupt { id: 0 })?;
+    Ok(Some(u64::from_le_bytes(bytes)))
+}
+
+fn set_meta_u64(
+    meta: &mut redb::Table<'_, &str, &[u8]>,
+    name: &str,
+    value: u64,
+) -> Result<(), Error> {
+    meta.insert(name, value.to_le_bytes().as_slice())
+        .map_err(Error::storage)?;
+    Ok(())
+}
+
+fn begin(db: &Database) -> Result<WriteTransaction, Error> {
+    let mut txn = db.begin_write().map_err(Error::storage)?;
+    // Quick repair saves the allocator state with each commit, so a store
+    // reopens at once after a crash instead of walking the whole file.
+    txn.set_quick_repair(true);
+    Ok(txn)
+}
+
+impl Disk {
+    /// Opens or creates the file, checks the key and claims a new epoch.
+    pub(crate) fn open(file: &Path, dir: &Path, keys: &Keys) -> Result<Opened, OpenError> {
+        let storage = |source: redb::Error| OpenError::Storage {
+            path: file.into(),
+            source,
+        };
+        let db = redb::Builder::new()
+            .set_cache_size(PAGE_CACHE_BYTES)
+            .set_repair_callback(|_| tracing::warn!("store file was not closed cleanly, repairing"))
+            .create(file)
+            .map_err(|err| match err {
+                DatabaseError::DatabaseAlreadyOpen => OpenError::AlreadyOpen { path: file.into() },
+                other => storage(other.into()),
+            })?;
+        let incompatible = |reason: String| OpenError::Incompatible {
+            path: file.into(),
+            reason,
+        };
+        let op = |err: Error| match err {
+            Error::Storage(source) => storage(redb::Error::Corrupted(source.to_string())),
+            other => incompatible(other.to_string()),
+        };
+        let txn = begin(&db).map_err(op)?;
+        let (epoch, next_id, records) = {
+            let mut meta = txn.open_table(META).map_err(|e| storage(e.into()))?;
+            txn.open_table(RECORDS).map_err(|e| storage(e.into()))?;
+            txn.open_table(EXPIRY).map_err(|e| storage(e.into()))?;
+            match meta_u64(&meta, "format").map_err(op)? {
+                None => {
+                    set_meta_u64(&mut meta, "format", STORE_FORMAT).map_err(op)?;
+                    meta.insert("fingerprint", keys.fingerprint.as_slice())
+                        .map_err(|e| storage(e.into()))?;
+                }
+                Some(STORE_FORMAT) => {}
+                Some(other) => {
+                    return Err(incompatible(format!(
+                        "format {other}, this build reads {STORE_FORMAT}"
+                    )));
+                }
+            }
+            let stored = meta.get("fingerprint").map_err(|e| storage(e.into()))?;
+            let matches = stored.is_some_and(|f| keys.matches(f.value()));
+            if !matches {
+                return Err(OpenError::KeyMismatch { path: dir.into() });
+            }
+            let epoch = meta_u64(&meta, "epoch").map_err(op)?.unwrap_or(0) + 1;
+            let epoch = u32::try_from(epoch)
+                .map_err(|_| incompatible("the store has been opened 2^32 times".into()))?;
+            let next_id = meta_u64(&meta, "id_floor").map_err(op)?.unwrap_or(0);
+            let floor = next_id
+                .checked_add(ID_LEASE)
+                .ok_or_else(|| incompatible("the store has used up its record ids".into()))?;
+            set_meta_u64(&mut meta, "epoch", u64::from(epoch)).map_err(op)?;
+            set_meta_u64(&mut meta, "id_floor", floor).map_err(op)?;
+            let records = meta_u64(&meta, "records").map_err(op)?.unwrap_or(0);
+            (epoch, next_id, records)
+        };
+        txn.commit().map_err(|e| storage(e.into()))?;
+        let disk = Disk {
+            db: RwLock::new(db),
+            file: file.into(),
+        };
+        Ok(Opened {
+            disk,
+            epoch,
+            next_id,
+            records,
+        })
+    }
+
+    /// Fetches and opens record `id`, if it is on disk.
+    pub(crate) fn load(&self, cipher: &Aes256GcmSiv, id: u64) -> Result<Option<Rec>, Error> {
+        let db = self.db.read();
+        let txn = db.begin_read().map_err(Error::storage)?;
+        let table = txn.open_table(RECORDS).map_err(Error::storage)?;
+        match table.get(id).map_err(Error::storage)? {
+            Some(bytes) => record::open(cipher, id, bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes one batch in one transaction with one fsync: each entry is a
+    /// record's new state, `None` for deleted. Moves `id_floor` to
+    /// `next_id + ID_LEASE`. Returns the change in the number of rows.
+    pub(crate) fn commit(
+        &self,
+        batch: &[(u64, Option<Rec>)],
+        cipher: &Aes256GcmSiv,
+        sealer: &mut Sealer,
+        next_id: u64,
+    ) -> Result<i64, Error> {
+        let db = self.db.read();
+        let txn = begin(&db)?;
+        let mut delta = 0i64;
+        {
+            let mut records = txn.open_table(RECORDS).map_err(Error::storage)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(Error::storage)?;
+            let mut meta = txn.open_table(META).map_err(Error::storage)?;
+            for (id, state) in batch {
+                let id = *id;
+                let new_expiry = state.as_ref().and_then(|rec| rec.expires_at);
+                let old = match state {
+                    Some(rec) => {
+                        let sealed = sealer.seal(cipher, id, rec);
+                        let old = records
+                            .insert(id, sealed.as_slice())
+                            .map_err(Error::storage)?;
+                        old.map(|bytes| record::expiry_of(bytes.value()))
+                    }
+                    None => {
+                        let old = records.remove(id).map_err(Error::storage)?;
+                        old.map(|bytes| record::expiry_of(bytes.value()))
+                    }
+                };
+                delta += i64::from(state.is_some()) - i64::from(old.is_some());
+                let old_expiry = old.flatten();
+                if old_expiry != new_expiry {
+                    if let Some(at) = old_expiry {
+                        expiry.remove((at, id)).map_err(Error::storage)?;
+                    }
+                    if let Some(at) = new_expiry {
+                        expiry.insert((at, id), ()).map_err(Error::storage)?;
+                    }
+                }
+            }
+            let rows = meta_u64(&meta, "records")?
+                .unwrap_or(0)
+                .saturating_add_signed(delta);
+            set_meta_u64(&mut meta, "records", rows)?;
+            let floor = next_id.saturating_add(ID_LEASE);
+            set_meta_u64(&mut meta, "id_floor", floor)?;
+        }
+        txn.commit().map_err(Error::storage)?;
+        Ok(delta)
+    }
+
+    /// Up to `limit` entries of the expiry index with an expiry at or
+    /// before `now_ms`, in order, after `after` when given.
+    pub(crate) fn expired(
+        &self,
+        now_ms: u64,
+        after: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64)>, Error> {
+        let db = self.db.read();
+        let txn = db.begin_read().map_err(Error::storage)?;
+        let table = txn.open_table(EXPIRY).map_err(Error::storage)?;
+        let upper = (now_ms, u64::MAX);
+        let range = match after {
+            Some(start) => table.range((
+                std::ops::Bound::Excluded(start),
+                std::ops::Bound::Included(upper),
+            )),
+            None => table.range(..=upper),
+        };
+        let mut out = Vec::new();
+        for entry in range.map_err(Error::storage)?.take(limit) {
+            let (key, _) = entry.map_err(Error::storage)?;
+            out.push(key.value());
+        }
+        Ok(out)
+    }
+
+    /// Moves live pages to the front of the file and gives the free tail
+    /// back to the filesystem. Waits for, and then holds off, every other
+    /// disk access.
+    pub(crate) fn compact(&self) -> Result<(), Error> {
+        let mut db = self.db.write();
+        // Each pass relocates what it can; stop when one finds nothing more.
+        for _ in 0..16 {
+            if !db
+                .compact(CompactionMode::Maximum)
+                .map_err(Error::storage)?
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Size of the store file in bytes.
+    pub(crate) fn file_size(&self) -> u64 {
+        std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub(crate) fn file(&self) -> &Path {
+        &self.file
+    }
+}

@@ -42,6 +42,7 @@ pub(crate) struct Control {
     /// The flusher has stopped; nothing will be committed any more.
     pub(crate) flusher_done: bool,
     pub(crate) last_flush: Option<FlushReport>,
+    pub(crate) flushes: u64,
     pub(crate) flush_failures: u64,
     pub(crate) last_sweep: Option<SweepReport>,
 }
@@ -105,6 +106,7 @@ impl Inner {
                 control.durable = generation;
                 control.last_error = None;
                 if !batch.is_empty() {
+                    control.flushes += 1;
                     let duration = started.elapsed();
                     tracing::debug!(records = batch.len(), ?duration, "flushed");
                     control.last_flush = Some(FlushReport {

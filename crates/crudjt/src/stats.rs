@@ -21,6 +21,8 @@ pub struct Stats {
     pub cached_records: u64,
     /// When writes become durable.
     pub durability: Durability,
+    /// Successful commits since the store was opened.
+    pub flushes: u64,
     /// The most recent successful commit.
     pub last_flush: Option<FlushReport>,
     /// Commits that failed since the store was opened.

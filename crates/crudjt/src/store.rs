@@ -391,6 +391,7 @@ impl Store {
             pending_bytes: inner.pending_bytes.load(Ordering::Relaxed) as u64,
             cached_records: cached,
             durability: inner.durability,
+            flushes: control.flushes,
             last_flush: control.last_flush,
             flush_failures: control.flush_failures,
             last_sweep: control.last_sweep,

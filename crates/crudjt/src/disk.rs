@@ -58,29 +58,81 @@ pub(crate) struct Opened {
     pub(crate) records: u64,
 }
 
-fn meta_u64(meta: &redb::Table<'_, &str, &[u8]>, name: &str) -> Result<Option<u64>, Error> {
-    let Some(value) = meta.get(name).map_err(Error::storage)? else {
+type Meta<'txn> = redb::Table<'txn, &'static str, &'static [u8]>;
+
+/// A meta integer; `Some(None)` when its value has the wrong length.
+fn meta_u64(meta: &Meta<'_>, name: &str) -> Result<Option<Option<u64>>, redb::Error> {
+    let Some(value) = meta.get(name)? else {
         return Ok(None);
     };
-    let bytes: [u8; 8] = value
-        .value()
-        .try_into()
-        .map_err(|_| Error::Corrupt { id: 0 })?;
-    Ok(Some(u64::from_le_bytes(bytes)))
+    let bytes: Option<[u8; 8]> = value.value().try_into().ok();
+    Ok(Some(bytes.map(u64::from_le_bytes)))
 }
 
-fn set_meta_u64(
-    meta: &mut redb::Table<'_, &str, &[u8]>,
-    name: &str,
-    value: u64,
-) -> Result<(), Error> {
-    meta.insert(name, value.to_le_bytes().as_slice())
-        .map_err(Error::storage)?;
+fn set_meta_u64(meta: &mut Meta<'_>, name: &str, value: u64) -> Result<(), redb::Error> {
+    meta.insert(name, value.to_le_bytes().as_slice())?;
     Ok(())
 }
 
-fn begin(db: &Database) -> Result<WriteTransaction, Error> {
-    let mut txn = db.begin_write().map_err(Error::storage)?;
+/// Why an intact file cannot be opened.
+enum Refusal {
+    KeyMismatch,
+    Incompatible(&'static str),
+}
+
+/// Inside the open's transaction: creates the tables of a new store, checks
+/// the format and key of an existing one, and moves the epoch and the id
+/// floor forward. Returns `(epoch, first id, rows in records)`.
+#[allow(clippy::type_complexity)]
+fn claim_epoch(
+    txn: &WriteTransaction,
+    keys: &Keys,
+) -> Result<Result<(u32, u64, u64), Refusal>, redb::Error> {
+    let mut meta = txn.open_table(META)?;
+    txn.open_table(RECORDS)?;
+    txn.open_table(EXPIRY)?;
+    match meta_u64(&meta, "format")? {
+        None => {
+            set_meta_u64(&mut meta, "format", STORE_FORMAT)?;
+            meta.insert("fingerprint", keys.fingerprint.as_slice())?;
+        }
+        Some(Some(STORE_FORMAT)) => {}
+        Some(_) => {
+            return Ok(Err(Refusal::Incompatible(
+                "its format is newer than this build",
+            )));
+        }
+    }
+    let matches = meta
+        .get("fingerprint")?
+        .is_some_and(|f| keys.matches(f.value()));
+    if !matches {
+        return Ok(Err(Refusal::KeyMismatch));
+    }
+    // A damaged epoch or id floor could make nonces or ids repeat: refuse.
+    let (Some(epoch), Some(next_id)) = (
+        meta_u64(&meta, "epoch")?.unwrap_or(Some(0)),
+        meta_u64(&meta, "id_floor")?.unwrap_or(Some(0)),
+    ) else {
+        return Ok(Err(Refusal::Incompatible(
+            "its epoch or id floor is damaged",
+        )));
+    };
+    let Ok(epoch) = u32::try_from(epoch + 1) else {
+        return Ok(Err(Refusal::Incompatible("it has been opened 2^32 times")));
+    };
+    let Some(floor) = next_id.checked_add(ID_LEASE) else {
+        return Ok(Err(Refusal::Incompatible("it has used up its record ids")));
+    };
+    set_meta_u64(&mut meta, "epoch", u64::from(epoch))?;
+    set_meta_u64(&mut meta, "id_floor", floor)?;
+    // The row count only feeds stats; a damaged one restarts from zero.
+    let records = meta_u64(&meta, "records")?.flatten().unwrap_or(0);
+    Ok(Ok((epoch, next_id, records)))
+}
+
+fn begin(db: &Database) -> Result<WriteTransaction, redb::TransactionError> {
+    let mut txn = db.begin_write()?;
     // Quick repair saves the allocator state with each commit, so a store
     // reopens at once after a crash instead of walking the whole file.
     txn.set_quick_repair(true);
@@ -102,49 +154,15 @@ impl Disk {
                 DatabaseError::DatabaseAlreadyOpen => OpenError::AlreadyOpen { path: file.into() },
                 other => storage(other.into()),
             })?;
-        let incompatible = |reason: String| OpenError::Incompatible {
-            path: file.into(),
-            reason,
-        };
-        let op = |err: Error| match err {
-            Error::Storage(source) => storage(redb::Error::Corrupted(source.to_string())),
-            other => incompatible(other.to_string()),
-        };
-        let txn = begin(&db).map_err(op)?;
-        let (epoch, next_id, records) = {
-            let mut meta = txn.open_table(META).map_err(|e| storage(e.into()))?;
-            txn.open_table(RECORDS).map_err(|e| storage(e.into()))?;
-            txn.open_table(EXPIRY).map_err(|e| storage(e.into()))?;
-            match meta_u64(&meta, "format").map_err(op)? {
-                None => {
-                    set_meta_u64(&mut meta, "format", STORE_FORMAT).map_err(op)?;
-                    meta.insert("fingerprint", keys.fingerprint.as_slice())
-                        .map_err(|e| storage(e.into()))?;
-                }
-                Some(STORE_FORMAT) => {}
-                Some(other) => {
-                    return Err(incompatible(format!(
-                        "format {other}, this build reads {STORE_FORMAT}"
-                    )));
-                }
-            }
-            let stored = meta.get("fingerprint").map_err(|e| storage(e.into()))?;
-            let matches = stored.is_some_and(|f| keys.matches(f.value()));
-            if !matches {
-                return Err(OpenError::KeyMismatch { path: dir.into() });
-            }
-            let epoch = meta_u64(&meta, "epoch").map_err(op)?.unwrap_or(0) + 1;
-            let epoch = u32::try_from(epoch)
-                .map_err(|_| incompatible("the store has been opened 2^32 times".into()))?;
-            let next_id = meta_u64(&meta, "id_floor").map_err(op)?.unwrap_or(0);
-            let floor = next_id
-                .checked_add(ID_LEASE)
-                .ok_or_else(|| incompatible("the store has used up its record ids".into()))?;
-            set_meta_u64(&mut meta, "epoch", u64::from(epoch)).map_err(op)?;
-            set_meta_u64(&mut meta, "id_floor", floor).map_err(op)?;
-            let records = meta_u64(&meta, "records").map_err(op)?.unwrap_or(0);
-            (epoch, next_id, records)
-        };
+        let txn = begin(&db).map_err(|e| storage(e.into()))?;
+        let claimed = claim_epoch(&txn, keys).map_err(storage)?;
+        let (epoch, next_id, records) = claimed.map_err(|refusal| match refusal {
+            Refusal::KeyMismatch => OpenError::KeyMismatch { path: dir.into() },
+            Refusal::Incompatible(reason) => OpenError::Incompatible {
+                path: file.into(),
+                reason: reason.into(),
+            },
+        })?;
         txn.commit().map_err(|e| storage(e.into()))?;
         let disk = Disk {
             db: RwLock::new(db),
@@ -180,7 +198,7 @@ impl Disk {
         next_id: u64,
     ) -> Result<i64, Error> {
         let db = self.db.read();
-        let txn = begin(&db)?;
+        let txn = begin(&db).map_err(Error::storage)?;
         let mut delta = 0i64;
         {
             let mut records = txn.open_table(RECORDS).map_err(Error::storage)?;
@@ -213,12 +231,13 @@ impl Disk {
                     }
                 }
             }
-            let rows = meta_u64(&meta, "records")?
-                .unwrap_or(0)
-                .saturating_add_signed(delta);
-            set_meta_u64(&mut meta, "records", rows)?;
+            let rows = meta_u64(&meta, "records")
+                .map_err(Error::storage)?
+                .flatten();
+            let rows = rows.unwrap_or(0).saturating_add_signed(delta);
+            set_meta_u64(&mut meta, "records", rows).map_err(Error::storage)?;
             let floor = next_id.saturating_add(ID_LEASE);
-            set_meta_u64(&mut meta, "id_floor", floor)?;
+            set_meta_u64(&mut meta, "id_floor", floor).map_err(Error::storage)?;
         }
         txn.commit().map_err(Error::storage)?;
         Ok(delta)

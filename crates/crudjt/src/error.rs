@@ -124,7 +124,7 @@ pub enum OpenError {
         /// The store's file.
         path: PathBuf,
         /// What did not match.
-        reason: String,
+        reason: Box<str>,
     },
     /// The directory or file could not be created or opened.
     #[error("cannot use store directory {}", path.display())]

@@ -4,11 +4,13 @@
 //!
 //! Generations order changes and commits. Every change is stamped with the
 //! current generation under its shard's lock. A flush round first bumps the
-//! generation to `g + 1`, then collects every change stamped `g` or less
-//! from every shard. A change stamped `g` was made under its shard's lock
-//! before the round looked at that shard (otherwise it would have read
-//! `g + 1`), so the round sees it. Once the round commits, every change
-//! stamped `g` or less is durable: `durable` becomes `g`.
+//! generation to `g + 1`, then collects, from every shard, each record's
+//! newest version stamped `g` or less. A change stamped `g` was made under
+//! its shard's lock before the round looked at that shard (otherwise it
+//! would have read `g + 1`), so the round sees it, or, if a change stamped
+//! `g + 1` replaced it since, finds it kept as the record's older version.
+//! Once the round commits, every change stamped `g` or less is durable:
+//! `durable` becomes `g`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -135,10 +137,9 @@ impl Inner {
         for run in batch.chunk_by(|a, b| shard_of(a.0) == shard_of(b.0)) {
             let mut shard = self.shards[shard_of(run[0].0)].lock();
             for (id, _) in run {
-                if let Some(weight) = shard.release(*id, generation) {
-                    bytes += weight;
-                    count += 1;
-                }
+                let (weight, left) = shard.release(*id, generation);
+                bytes += weight;
+                count += usize::from(left);
             }
         }
         self.pending_bytes.fetch_sub(bytes, Ordering::SeqCst);

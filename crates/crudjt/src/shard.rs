@@ -18,18 +18,37 @@ pub(crate) const SHARDS: usize = 64;
 /// Memory charged for a pending deletion.
 const TOMBSTONE_WEIGHT: usize = 64;
 
-/// A change waiting for the flusher.
-pub(crate) struct Pending {
-    /// The record's new state; `None` when it was deleted.
+/// One version of a record's pending state.
+pub(crate) struct Version {
+    /// The record's state; `None` when it was deleted.
     pub(crate) state: Option<Rec>,
     /// The flush generation current when the change was made. The flush
-    /// that takes generation `g` commits every change stamped `g` or less.
+    /// round of generation `g` commits, for each record, its newest
+    /// version stamped `g` or less.
     pub(crate) stamp: u64,
 }
 
-impl Pending {
-    pub(crate) fn weight(&self) -> usize {
+impl Version {
+    fn weight(&self) -> usize {
         self.state.as_ref().map_or(TOMBSTONE_WEIGHT, Rec::weight)
+    }
+}
+
+/// The changes to one record waiting for the flusher.
+pub(crate) struct Pending {
+    /// What readers see.
+    pub(crate) newest: Version,
+    /// The newest version from an older generation, kept when a newer one
+    /// replaced it: the round of that generation may have started and not
+    /// yet reached this shard, and it must commit this version, or a crash
+    /// could keep later changes of the generation but lose this one.
+    /// Invariant: when set, its stamp is below `newest.stamp`.
+    pub(crate) older: Option<Version>,
+}
+
+impl Pending {
+    fn weight(&self) -> usize {
+        self.newest.weight() + self.older.as_ref().map_or(0, Version::weight)
     }
 }
 
@@ -61,7 +80,7 @@ impl Shard {
 
     pub(crate) fn lookup(&self, id: u64) -> Lookup {
         if let Some(pending) = self.dirty.get(&id) {
-            return Lookup::Memory(pending.state.clone());
+            return Lookup::Memory(pending.newest.state.clone());
         }
         match self.cache.as_ref().and_then(|cache| cache.get(&id)) {
             Some(rec) => Lookup::Memory(Some(rec.clone())),
@@ -79,43 +98,120 @@ impl Shard {
     /// Records a change. Returns the change in pending bytes, and whether
     /// the id was not pending before.
     pub(crate) fn put(&mut self, id: u64, state: Option<Rec>, stamp: u64) -> (isize, bool) {
-        let pending = Pending { state, stamp };
-        let added = pending.weight() as isize;
+        let version = Version { state, stamp };
         if let Some(cache) = &mut self.cache {
             cache.remove(&id);
         }
-        match self.dirty.insert(id, pending) {
-            Some(old) => (added - old.weight() as isize, false),
-            None => (added, true),
+        let Some(pending) = self.dirty.get_mut(&id) else {
+            let added = version.weight() as isize;
+            self.dirty.insert(
+                id,
+                Pending {
+                    newest: version,
+                    older: None,
+                },
+            );
+            return (added, true);
+        };
+        let before = pending.weight() as isize;
+        let replaced = std::mem::replace(&mut pending.newest, version);
+        if replaced.stamp < stamp {
+            pending.older = Some(replaced);
         }
+        (pending.weight() as isize - before, false)
     }
 
-    /// Collects the changes stamped `generation` or earlier.
+    /// Collects, per record, the newest version stamped `generation` or
+    /// earlier.
     pub(crate) fn collect(&self, generation: u64, into: &mut Vec<(u64, Option<Rec>)>) {
         for (&id, pending) in &self.dirty {
-            if pending.stamp <= generation {
-                into.push((id, pending.state.clone()));
+            let version = std::iter::once(&pending.newest)
+                .chain(&pending.older)
+                .find(|version| version.stamp <= generation);
+            if let Some(version) = version {
+                into.push((id, version.state.clone()));
             }
         }
     }
 
-    /// After a commit of `generation`: drops the changes it made durable,
-    /// unless they were changed again since, and caches the live ones.
-    /// Returns the bytes and entries released.
-    pub(crate) fn release(&mut self, id: u64, generation: u64) -> Option<usize> {
-        let committed = self.dirty.get(&id).is_some_and(|p| p.stamp <= generation);
-        if !committed {
-            return None;
+    /// After a commit of `generation`: drops what it made durable and
+    /// caches a record that has no newer change. Returns the bytes released
+    /// and whether the record left the pending changes.
+    pub(crate) fn release(&mut self, id: u64, generation: u64) -> (usize, bool) {
+        let Some(pending) = self.dirty.get_mut(&id) else {
+            return (0, false);
+        };
+        if pending.newest.stamp > generation {
+            let older = pending.older.take_if(|older| older.stamp <= generation);
+            return (older.map_or(0, |older| older.weight()), false);
         }
-        let pending = self.dirty.remove(&id)?;
+        let pending = self.dirty.remove(&id).expect("present above");
         let weight = pending.weight();
-        if let Some(rec) = pending.state {
+        if let Some(rec) = pending.newest.state {
             self.cache(id, rec);
         }
-        Some(weight)
+        (weight, true)
     }
 
     pub(crate) fn cached(&self) -> usize {
         self.cache.as_ref().map_or(0, Cache::len)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn rec(byte: u8) -> Option<Rec> {
+        Some(Rec {
+            random: 1,
+            expires_at: None,
+            reads_left: None,
+            data: Arc::from(&[byte][..]),
+        })
+    }
+
+    fn collected(shard: &Shard, generation: u64) -> Vec<Option<u8>> {
+        let mut batch = Vec::new();
+        shard.collect(generation, &mut batch);
+        batch
+            .into_iter()
+            .map(|(_, state)| state.map(|r| r.data[0]))
+            .collect()
+    }
+
+    #[test]
+    fn a_round_in_progress_still_commits_the_version_of_its_generation() {
+        let mut shard = Shard::new(10);
+        shard.put(7, rec(1), 1);
+        // Round 1 has started (new changes are stamped 2) but has not
+        // reached this shard when the record changes again.
+        shard.put(7, rec(2), 2);
+        shard.put(7, rec(3), 2);
+        assert_eq!(collected(&shard, 1), vec![Some(1)]);
+        assert_eq!(shard.release(7, 1), (OVERHEAD_OF_ONE, false));
+        assert!(matches!(shard.lookup(7), Lookup::Memory(Some(r)) if r.data[0] == 3));
+        assert_eq!(collected(&shard, 2), vec![Some(3)]);
+        assert_eq!(shard.release(7, 2), (OVERHEAD_OF_ONE, true));
+        assert!(matches!(shard.lookup(7), Lookup::Memory(Some(r)) if r.data[0] == 3));
+        assert!(shard.dirty.is_empty());
+    }
+
+    #[test]
+    fn changes_of_one_generation_replace_each_other() {
+        let mut shard = Shard::new(0);
+        let (bytes, new) = shard.put(1, rec(1), 5);
+        assert!(new && bytes > 0);
+        let (bytes, new) = shard.put(1, None, 5);
+        assert!(!new);
+        assert_eq!(bytes, TOMBSTONE_WEIGHT as isize - OVERHEAD_OF_ONE as isize);
+        assert!(shard.dirty[&1].older.is_none());
+        assert_eq!(collected(&shard, 4), Vec::<Option<u8>>::new());
+        assert_eq!(collected(&shard, 5), vec![None]);
+        assert!(matches!(shard.lookup(1), Lookup::Memory(None)));
+    }
+
+    const OVERHEAD_OF_ONE: usize = crate::record::OVERHEAD + 1;
 }

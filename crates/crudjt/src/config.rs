@@ -5,6 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::OpenError;
 use crate::key::SecretKey;
 
 /// Largest `max_data_size` a store accepts: 64 KiB.
@@ -131,9 +132,19 @@ fn system_dir() -> Option<PathBuf> {
     }
 }
 
-/// Finds the store directory by the lookup order and makes sure it exists
-/// with owner-only permissions.
-pub(crate) fn prepare_dir(given: Option<&Path>) -> Result<PathBuf, (PathBuf, io::Error)> {
+/// Finds the store directory by the lookup order ([`Config::path`]) and
+/// makes sure it exists with owner-only permissions; what
+/// [`Store::open`](crate::Store::open) does first. Front ends use it to put
+/// files beside the store before opening it.
+///
+/// # Errors
+///
+/// [`OpenError::Io`] naming the directory that could not be made.
+pub fn prepare_store_dir(given: Option<&Path>) -> Result<PathBuf, OpenError> {
+    prepare_dir(given).map_err(|(path, source)| OpenError::Io { path, source })
+}
+
+fn prepare_dir(given: Option<&Path>) -> Result<PathBuf, (PathBuf, io::Error)> {
     if let Some(path) = given {
         return make_private_dir(path)
             .map(|()| path.to_path_buf())

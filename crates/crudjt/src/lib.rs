@@ -33,11 +33,11 @@ mod store;
 mod sweep;
 mod token;
 
-pub use config::{Config, Durability, FILE_NAME, MAX_DATA_SIZE_LIMIT};
+pub use config::{Config, Durability, FILE_NAME, MAX_DATA_SIZE_LIMIT, prepare_store_dir};
 pub use error::{Error, KeyError, OpenError};
 pub use key::SecretKey;
 pub use limits::Limits;
-pub use msgpack::{MAX_DEPTH, pack_read_result};
+pub use msgpack::{MAX_DEPTH, pack_read_result, validate_map};
 pub use stats::{FlushReport, Stats, SweepReport};
 pub use store::{Entry, Store};
 pub use token::{TOKEN_LEN, Token};

@@ -12,9 +12,15 @@ use crate::error::Error;
 pub const MAX_DEPTH: usize = 128;
 
 /// Checks that `bytes` is exactly one MessagePack map of supported values
-/// (nil, bool, integers, floats, UTF-8 strings, binary, arrays, maps) and no
-/// larger than `limit`.
-pub(crate) fn validate_map(bytes: &[u8], limit: usize) -> Result<(), Error> {
+/// (nil, bool, integers, floats, UTF-8 strings, binary, arrays, maps), no
+/// deeper than [`MAX_DEPTH`] and no larger than `limit`: the check every
+/// create and update makes, for front ends that want to refuse bad data
+/// before sending it.
+///
+/// # Errors
+///
+/// [`Error::DataTooLarge`], [`Error::NotAMap`] or [`Error::InvalidData`].
+pub fn validate_map(bytes: &[u8], limit: usize) -> Result<(), Error> {
     if bytes.len() > limit {
         return Err(Error::DataTooLarge {
             size: bytes.len(),

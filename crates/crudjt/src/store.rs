@@ -163,8 +163,7 @@ impl Store {
     pub fn open(config: Config) -> Result<Store, OpenError> {
         check_options(&config)?;
         let keys = Keys::derive(&config.secret_key);
-        let dir = config::prepare_dir(config.path.as_deref())
-            .map_err(|(path, source)| OpenError::Io { path, source })?;
+        let dir = config::prepare_store_dir(config.path.as_deref())?;
         let file = dir.join(config::FILE_NAME);
         config::prepare_file(&file).map_err(|source| OpenError::Io {
             path: file.clone(),
@@ -396,6 +395,16 @@ impl Store {
             flush_failures: control.flush_failures,
             last_sweep: control.last_sweep,
         }
+    }
+
+    /// When writes become durable.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    /// Largest accepted MessagePack data, in bytes.
+    pub fn max_data_size(&self) -> usize {
+        self.inner.max_data_size
     }
 
     /// The store's directory.

@@ -1,0 +1,222 @@
+//! Running the master: listeners, health, reflection and a graceful stop.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crudjt::Store;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+use tonic::transport::server::Router;
+
+use crate::proto::admin::admin_server::AdminServer;
+use crate::proto::token::token_service_server::TokenServiceServer;
+use crate::service::Master;
+
+/// Bytes a request may add to its data (token, limits, framing).
+const MESSAGE_OVERHEAD: usize = 4096;
+
+/// Where and how the master listens.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// TCP address; `None` to serve only on the Unix socket.
+    pub tcp: Option<SocketAddr>,
+    /// Unix domain socket path, created owner-only (mode 0600).
+    pub unix_socket: Option<PathBuf>,
+}
+
+impl ServeOptions {
+    /// Listen on `127.0.0.1:50051` only.
+    pub fn new() -> ServeOptions {
+        ServeOptions {
+            tcp: Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            unix_socket: None,
+        }
+    }
+
+    /// Sets the TCP address (`None` for no TCP listener).
+    pub fn tcp(mut self, addr: Option<SocketAddr>) -> ServeOptions {
+        self.tcp = addr;
+        self
+    }
+
+    /// Sets the Unix socket path.
+    pub fn unix_socket(mut self, path: Option<PathBuf>) -> ServeOptions {
+        self.unix_socket = path;
+        self
+    }
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions::new()
+    }
+}
+
+/// The addresses a running master listens on, reported once bound.
+#[derive(Clone, Debug)]
+pub struct Served {
+    /// The bound TCP address (with the real port when 0 was asked for).
+    pub tcp: Option<SocketAddr>,
+    /// The Unix socket path.
+    pub unix_socket: Option<PathBuf>,
+}
+
+/// Binds the listeners, reports them through `on_bound`, and serves until
+/// `shutdown` resolves. Then health turns NOT_SERVING, listeners close,
+/// in-flight calls finish, and the function returns; the caller closes the
+/// store, which flushes it.
+///
+/// # Errors
+///
+/// When a listener cannot be bound (address in use, bad socket path), or a
+/// server fails.
+pub async fn serve(
+    store: Arc<Store>,
+    options: ServeOptions,
+    on_bound: impl FnOnce(&Served),
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let limit = store.max_data_size() + MESSAGE_OVERHEAD;
+    let master = Master::new(store);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<TokenServiceServer<Master>>().await;
+    let router = || -> io::Result<Router> {
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::DESCRIPTORS)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(io::Error::other)?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::DESCRIPTORS)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(io::Error::other)?;
+        let tokens = TokenServiceServer::new(master.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        Ok(Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health.clone())
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(AdminServer::new(master.clone()))
+            .add_service(tokens))
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    let mut served = Served {
+        tcp: None,
+        unix_socket: None,
+    };
+    if let Some(addr) = options.tcp {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))?;
+        served.tcp = Some(listener.local_addr()?);
+        let incoming = TcpListenerStream::new(listener).map(|stream| {
+            let stream = stream?;
+            stream.set_nodelay(true)?;
+            Ok::<_, io::Error>(stream)
+        });
+        let server = router()?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+        servers.spawn(server);
+    }
+    if let Some(path) = &options.unix_socket {
+        let listener = bind_private_socket(path)?;
+        served.unix_socket = Some(path.clone());
+        let incoming = UnixListenerStream::new(listener);
+        let server = router()?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+        servers.spawn(server);
+    }
+    if servers.is_empty() {
+        let err = "no TCP address or Unix socket to listen on";
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, err));
+    }
+    on_bound(&served);
+
+    // Serve until asked to stop or until a server fails on its own.
+    let failed = tokio::select! {
+        () = shutdown => None,
+        finished = servers.join_next() => finished,
+    };
+    tracing::info!("stopping: reporting NOT_SERVING and finishing in-flight calls");
+    reporter
+        .set_not_serving::<TokenServiceServer<Master>>()
+        .await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let _ = stop_tx.send(true);
+    let mut result = failed.map_or(Ok(()), flatten);
+    while let Some(finished) = servers.join_next().await {
+        result = result.and(flatten(finished));
+    }
+    if let Some(path) = &served.unix_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+fn flatten(
+    finished: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> io::Result<()> {
+    match finished {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(io::Error::other(err)),
+        Err(err) => Err(io::Error::other(err)),
+    }
+}
+
+/// Binds a Unix socket that no one but its owner can ever connect to: it
+/// is bound inside a fresh owner-only directory, made mode 0600, and only
+/// then renamed to `path`.
+fn bind_private_socket(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+
+    let context = |what: &str, err: io::Error| {
+        io::Error::new(
+            err.kind(),
+            format!("cannot {what} unix socket {}: {err}", path.display()),
+        )
+    };
+    if path.exists() {
+        // A live socket belongs to another server; a dead one is left over
+        // from a crash and can go.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            let err = io::Error::new(io::ErrorKind::AddrInUse, "another server is listening");
+            return Err(context("use", err));
+        }
+        std::fs::remove_file(path).map_err(|e| context("replace stale", e))?;
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staging = parent.join(format!(".crudjt-socket-{}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|e| context("stage", e))?;
+    let staged = staging.join("socket");
+    let bound = UnixListener::bind(&staged)
+        .and_then(|listener| {
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(&staged, path)?;
+            Ok(listener)
+        })
+        .map_err(|e| context("bind", e));
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&staging);
+    bound
+}

@@ -204,7 +204,12 @@ impl Disk {
             let mut records = txn.open_table(RECORDS).map_err(Error::storage)?;
             let mut expiry = txn.open_table(EXPIRY).map_err(Error::storage)?;
             let mut meta = txn.open_table(META).map_err(Error::storage)?;
-            for (id, state) in batch {
+            // Insert in id order: new ids then all land at the right edge of
+            // the tree and each page is written once, where the batch's own
+            // order (by shard, then hash) would hop across the whole range.
+            let mut ordered: Vec<&(u64, Option<Rec>)> = batch.iter().collect();
+            ordered.sort_unstable_by_key(|(id, _)| *id);
+            for (id, state) in ordered {
                 let id = *id;
                 let new_expiry = state.as_ref().and_then(|rec| rec.expires_at);
                 let old = match state {

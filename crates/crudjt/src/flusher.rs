@@ -70,6 +70,13 @@ pub(crate) fn run(inner: Arc<Inner>, epoch: u32) {
         if closing && (result.is_err() || drained) {
             break;
         }
+        if result.is_ok()
+            && inner.pending_bytes.load(Ordering::Relaxed) >= inner.max_pending_bytes / 2
+        {
+            // Changes made during the round already fill half the bound:
+            // start the next round now rather than at the next interval.
+            inner.control.lock().requested = true;
+        }
         if result.is_err() {
             // Waiting callers would otherwise retry a failing disk in a
             // tight loop.

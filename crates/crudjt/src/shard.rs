@@ -44,6 +44,11 @@ pub(crate) struct Pending {
     /// could keep later changes of the generation but lose this one.
     /// Invariant: when set, its stamp is below `newest.stamp`.
     pub(crate) older: Option<Version>,
+    /// The record was in the cache when it changed: it is in use, so it
+    /// goes back into the cache once committed even when the cache is
+    /// full. A new record only takes a free place, so a burst of creates
+    /// does not flush out the records being read.
+    warm: bool,
 }
 
 impl Pending {
@@ -99,18 +104,18 @@ impl Shard {
     /// the id was not pending before.
     pub(crate) fn put(&mut self, id: u64, state: Option<Rec>, stamp: u64) -> (isize, bool) {
         let version = Version { state, stamp };
-        if let Some(cache) = &mut self.cache {
-            cache.remove(&id);
-        }
+        let warm = self
+            .cache
+            .as_mut()
+            .is_some_and(|cache| cache.remove(&id).is_some());
         let Some(pending) = self.dirty.get_mut(&id) else {
             let added = version.weight() as isize;
-            self.dirty.insert(
-                id,
-                Pending {
-                    newest: version,
-                    older: None,
-                },
-            );
+            let pending = Pending {
+                newest: version,
+                older: None,
+                warm,
+            };
+            self.dirty.insert(id, pending);
             return (added, true);
         };
         let before = pending.weight() as isize;
@@ -147,8 +152,10 @@ impl Shard {
         }
         let pending = self.dirty.remove(&id).expect("present above");
         let weight = pending.weight();
-        if let Some(rec) = pending.newest.state {
-            self.cache(id, rec);
+        if let (Some(rec), Some(cache)) = (pending.newest.state, &mut self.cache)
+            && (pending.warm || (cache.len() as u64) < cache.capacity())
+        {
+            cache.insert(id, rec);
         }
         (weight, true)
     }

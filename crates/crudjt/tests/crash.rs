@@ -120,9 +120,9 @@ fn step(k: u64, slots: usize) -> Step {
     let spread = || (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % slots;
     match k % 4 {
         0 | 1 => Step::Create,
-        2 if k % 3 == 0 => Step::Update(spread()),
+        2 if k.is_multiple_of(3) => Step::Update(spread()),
         2 => Step::Update(recent(k / 4 % 6)),
-        _ if k % 5 == 0 => Step::Delete(spread()),
+        _ if k.is_multiple_of(5) => Step::Delete(spread()),
         _ => Step::Delete(recent(k / 4 % 6 + 2)),
     }
 }

@@ -1,0 +1,252 @@
+//! `crudjt serve`: the master as a standalone server.
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::builder::BoolishValueParser;
+use clap::{Args, ValueEnum};
+use crudjt::{Config, Durability, Store};
+use crudjt_grpc::{ServeOptions, Served};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+use crate::duration;
+use crate::exit::Invalid;
+use crate::key;
+
+/// How long stopping may wait for in-flight calls and their tasks.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Arguments of `crudjt serve`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Secret key: --secret-key-file, else the environment variable CRUDJT_SECRET_KEY
+(the base64 key itself), else the key file beside the store directory,
+<store dir>.key (for /var/lib/store_jt, /var/lib/store_jt.key). When none of
+them exists, the first start generates that file, mode 0600, and later starts
+reuse it. A key is base64 of 32, 48 or 64 random bytes (`crudjt keygen`).
+
+Durations are a whole number and a unit: 500ms, 2s, 5m, 24h.
+Logs go to stderr; the level comes from --log-level, else RUST_LOG, else info.
+
+SIGTERM or SIGINT stops the master cleanly: health turns NOT_SERVING, new
+connections are refused, in-flight calls finish, the store is flushed and
+closed, and the exit status is 0.
+
+Exit status: 0 stopped cleanly; 1 the store cannot open (wrong key, already
+open) or an address cannot be used; 2 invalid arguments or options.")]
+pub struct ServeArgs {
+    /// Store directory [default: /var/lib/store_jt if it can be used, else
+    /// ./store_jt]
+    #[arg(long, env = "CRUDJT_STORE_PATH", value_name = "DIR")]
+    store_path: Option<PathBuf>,
+    /// Address to listen on for TCP; 127.0.0.1 keeps the master local
+    #[arg(long, env = "CRUDJT_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// TCP port; 0 picks a free one, reported in the "listening" log line
+    #[arg(long, env = "CRUDJT_PORT", default_value_t = 50051)]
+    port: u16,
+    /// Also listen on this Unix domain socket, created owner-only (0600)
+    #[arg(long, env = "CRUDJT_UNIX_SOCKET", value_name = "PATH")]
+    unix_socket: Option<PathBuf>,
+    /// Listen only on --unix-socket, not on TCP
+    #[arg(long, env = "CRUDJT_NO_TCP", requires = "unix_socket",
+          value_parser = BoolishValueParser::new())]
+    no_tcp: bool,
+    /// File holding the base64 secret key (see below for the alternatives)
+    #[arg(long, env = "CRUDJT_SECRET_KEY_FILE", value_name = "PATH")]
+    secret_key_file: Option<PathBuf>,
+    /// How often pending writes are committed to disk
+    #[arg(long, env = "CRUDJT_FLUSH_INTERVAL", default_value = "500ms",
+          value_parser = duration::parse, value_name = "DURATION")]
+    flush_interval: Duration,
+    /// interval: calls return at once and a crash can undo the last flush
+    /// interval; always: each changing call returns after its commit
+    #[arg(long, env = "CRUDJT_DURABILITY", value_enum, default_value_t = DurabilityArg::Interval)]
+    durability: DurabilityArg,
+    /// Records kept in the read cache
+    #[arg(
+        long,
+        env = "CRUDJT_CACHE_CAPACITY",
+        default_value_t = 40_000,
+        value_name = "RECORDS"
+    )]
+    cache_capacity: usize,
+    /// Largest token data accepted, in bytes of MessagePack (at most 65536)
+    #[arg(
+        long,
+        env = "CRUDJT_MAX_DATA_SIZE",
+        default_value_t = 256,
+        value_name = "BYTES"
+    )]
+    max_data_size: usize,
+    /// How often expired tokens are swept from disk (also once at start)
+    #[arg(long, env = "CRUDJT_SWEEP_INTERVAL", default_value = "24h",
+          value_parser = duration::parse, value_name = "DURATION")]
+    sweep_interval: Duration,
+    /// Log line format
+    #[arg(long, env = "CRUDJT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter, like `debug` or `info,crudjt=debug` [default: RUST_LOG, else info]
+    #[arg(long, env = "CRUDJT_LOG_LEVEL", value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DurabilityArg {
+    Interval,
+    Always,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Runs the master until SIGTERM or SIGINT.
+///
+/// # Errors
+///
+/// When logging, the key, the store or a listener cannot be set up, or the
+/// store fails to commit its last changes.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format, args.log_level.as_deref())?;
+    let tcp = if args.no_tcp {
+        None
+    } else {
+        Some(resolve(&args.host, args.port)?)
+    };
+    let options = ServeOptions::new()
+        .tcp(tcp)
+        .unix_socket(args.unix_socket.clone());
+
+    let dir = crudjt::prepare_store_dir(args.store_path.as_deref())?;
+    let (secret, key_source) = key::resolve(args.secret_key_file.as_deref(), &dir)?;
+    if let key::Source::Generated(path) = &key_source {
+        tracing::info!(path = %path.display(), "generated a new secret key; keep this file safe");
+    }
+    let durability = match args.durability {
+        DurabilityArg::Interval => Durability::Interval,
+        DurabilityArg::Always => Durability::Always,
+    };
+    tracing::info!(
+        store = %dir.display(),
+        key = %key_source,
+        tcp = tcp.map(tracing::field::display),
+        unix_socket = args.unix_socket.as_ref().map(|p| tracing::field::display(p.display())),
+        durability = ?durability,
+        flush_interval = %duration::show(args.flush_interval),
+        cache_capacity = args.cache_capacity,
+        max_data_size = args.max_data_size,
+        sweep_interval = %duration::show(args.sweep_interval),
+        "starting the crudjt master"
+    );
+    let config = Config::new(secret)
+        .path(&dir)
+        .durability(durability)
+        .flush_interval(args.flush_interval)
+        .cache_capacity(args.cache_capacity)
+        .max_data_size(args.max_data_size)
+        .sweep_interval(args.sweep_interval);
+    let store = Arc::new(Store::open(config)?);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("crudjt-server")
+        .build()
+        .context("cannot start the server runtime")?;
+    let served = runtime.block_on(serve_until_signal(store.clone(), options));
+    // Dropping the runtime's tasks drops every handle they hold on the
+    // store, so that it can be closed below.
+    runtime.shutdown_timeout(STOP_GRACE);
+    let closed = close(store);
+    served?;
+    closed?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn serve_until_signal(store: Arc<Store>, options: ServeOptions) -> anyhow::Result<()> {
+    // Handlers go in before the listeners bind, so a signal sent as soon as
+    // the master reports it is listening is never missed.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let stop = async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping");
+    };
+    crudjt_grpc::serve(store, options, on_bound, stop).await?;
+    Ok(())
+}
+
+fn on_bound(served: &Served) {
+    tracing::info!(
+        tcp = served.tcp.map(tracing::field::display),
+        unix_socket = served
+            .unix_socket
+            .as_ref()
+            .map(|p| tracing::field::display(p.display())),
+        "listening"
+    );
+}
+
+/// Closes the store, which flushes it. The runtime is gone, so no one else
+/// should hold it; if something still does, flush rather than wait.
+fn close(store: Arc<Store>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STOP_GRACE;
+    let mut store = store;
+    loop {
+        match Arc::try_unwrap(store) {
+            Ok(store) => {
+                return store
+                    .close()
+                    .context("the store could not commit its last changes");
+            }
+            Err(shared) if Instant::now() < deadline => {
+                store = shared;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(shared) => {
+                tracing::warn!("the store is still in use at exit; flushing it instead of closing");
+                return shared
+                    .flush()
+                    .context("the store could not commit its last changes");
+            }
+        }
+    }
+}
+
+fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve --host {host}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| Invalid(format!("--host {host} resolves to no address")).into())
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level)
+            .map_err(|err| Invalid(format!("invalid --log-level `{level}`: {err}")))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes would litter log files and the journal.
+        .with_ansi(std::io::stderr().is_terminal());
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|err| anyhow::anyhow!("cannot set up logging: {err}"))
+}

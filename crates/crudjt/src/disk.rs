@@ -292,6 +292,26 @@ impl Disk {
         Ok(())
     }
 
+    /// Compacts when stored entries fill less than three quarters of the
+    /// file, as churn, half-full pages and redb's growth by doubling leave
+    /// it; called at close, when no one waits for the disk. Returns whether
+    /// it compacted.
+    pub(crate) fn compact_if_sparse(&self) -> Result<bool, Error> {
+        let in_use = {
+            let db = self.db.read();
+            let txn = db.begin_write().map_err(Error::storage)?;
+            let stats = txn.stats().map_err(Error::storage)?;
+            txn.abort().map_err(Error::storage)?;
+            stats.stored_bytes() + stats.metadata_bytes()
+        };
+        let size = self.file_size();
+        if size == 0 || in_use * 4 > size * 3 {
+            return Ok(false);
+        }
+        self.compact()?;
+        Ok(true)
+    }
+
     /// Size of the store file in bytes.
     pub(crate) fn file_size(&self) -> u64 {
         std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0)

@@ -417,8 +417,9 @@ impl Store {
         self.inner.disk.file()
     }
 
-    /// Flushes everything and stops the background threads. Dropping the
-    /// store does the same but can only log a failure.
+    /// Flushes everything, stops the background threads, and compacts the
+    /// file when a quarter or more of it is free space. Dropping the store
+    /// does the same but can only log a failure.
     ///
     /// # Errors
     ///
@@ -438,14 +439,24 @@ impl Store {
             let _ = handle.join();
         }
         let left = self.inner.pending_count.load(Ordering::SeqCst);
-        let control = self.inner.control.lock();
-        match &control.last_error {
-            Some(err) if left > 0 => Err(err.clone()),
-            _ => {
-                tracing::info!(path = %self.inner.dir.display(), "store closed");
-                Ok(())
-            }
+        if let Some(err) = &self.inner.control.lock().last_error
+            && left > 0
+        {
+            return Err(err.clone());
         }
+        let before = self.inner.disk.file_size();
+        match self.inner.disk.compact_if_sparse() {
+            Ok(true) => {
+                let after = self.inner.disk.file_size();
+                tracing::info!(before, after, "store compacted at close");
+            }
+            Ok(false) => {}
+            // Everything is committed; a compaction that failed only leaves
+            // the file larger.
+            Err(err) => tracing::warn!(error = %err, "compaction at close failed"),
+        }
+        tracing::info!(path = %self.inner.dir.display(), "store closed");
+        Ok(())
     }
 }
 

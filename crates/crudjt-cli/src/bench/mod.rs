@@ -159,8 +159,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     progress.abort();
 
     println!(
-        "crudjt bench: {target}, {} connections, {} measured after {} warm-up, \
-         {data_size}-byte data, mix {}",
+        "crudjt bench: {target}, connections {}, {} measured after {} warm-up, \
+         data {data_size} bytes, mix {}",
         args.connections,
         duration::show(args.duration),
         duration::show(args.warmup),

@@ -286,15 +286,23 @@ impl Client {
     }
 }
 
+/// An error and its causes on one line. Libraries often repeat a cause's
+/// text in its parent's, so a cause that extends the previous piece
+/// replaces it and one already said is dropped.
 fn source_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
+    let mut pieces = vec![err.to_string()];
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let text = cause.to_string();
+        let last = pieces.last_mut().expect("starts with one piece");
+        if text.starts_with(last.as_str()) {
+            *last = text;
+        } else if !last.contains(&text) {
+            pieces.push(text);
+        }
         source = cause.source();
     }
-    text
+    pieces.join(": ")
 }
 
 /// Splits the wire's read result map into the raw data bytes and the

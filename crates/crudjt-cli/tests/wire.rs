@@ -1,83 +1,52 @@
-//! The master's gRPC surface, served in-process over real TCP and Unix
-//! sockets and called through the real gRPC stack: the byte-exact
-//! contract, health, reflection, bad input and many clients.
+//! The gRPC surface of a real `crudjt serve` process, called through the
+//! real gRPC stack over TCP and a Unix socket: the byte-exact contract,
+//! health, reflection, bad input and many clients.
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
-use crudjt::{Config, Limits, SecretKey, Store};
+use crudjt::Limits;
 use crudjt_grpc::proto::token::token_service_client::TokenServiceClient;
 use crudjt_grpc::proto::token::{CreateTokenRequest, ReadTokenRequest, UpdateTokenRequest};
-use crudjt_grpc::{Client, ClientError, ServeOptions, Target, serve};
-use tokio::sync::oneshot;
+use crudjt_grpc::{Client, ClientError, Target};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-/// A master on an ephemeral port, stopped when dropped.
+/// A master on a port of its own, with its store in a temp dir.
 struct Running {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    master: common::Master,
     _dir: tempfile::TempDir,
 }
 
 impl Running {
-    async fn start(options: impl FnOnce(&Path) -> ServeOptions) -> Running {
+    async fn tcp() -> Running {
         let dir = tempfile::tempdir().unwrap();
-        let key = SecretKey::from_bytes(vec![7; 32]).unwrap();
-        let store = Store::open(Config::new(key).path(dir.path().join("store"))).unwrap();
-        let options = options(dir.path());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (bound_tx, bound_rx) = oneshot::channel();
-        let task = tokio::spawn(serve(
-            Arc::new(store),
-            options,
-            move |served| {
-                let _ = bound_tx.send(served.tcp);
-            },
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let addr = bound_rx
-            .await
-            .unwrap()
-            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-        Running {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-            _dir: dir,
-        }
+        let master = common::Master::with_key(&dir.path().join("store"));
+        Running { master, _dir: dir }
     }
 
-    async fn tcp() -> Running {
-        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        Running::start(|_| ServeOptions::new().tcp(Some(any_port))).await
+    fn port(&self) -> u16 {
+        self.master.port.expect("the master listens on TCP")
     }
 
     fn target(&self) -> Target {
         Target::Tcp {
             host: "127.0.0.1".into(),
-            port: self.addr.port(),
+            port: self.port(),
         }
     }
 
     async fn channel(&self) -> Channel {
-        Endpoint::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{}", self.port()));
+        endpoint.unwrap().connect().await.unwrap()
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
+    /// SIGTERM, and the master must exit 0.
+    async fn stop(self) {
+        self.master.stop();
     }
 }
 
@@ -411,20 +380,18 @@ async fn many_clients_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unix_socket_is_owner_only_and_serves() {
     use std::os::unix::fs::PermissionsExt;
-    let socket = std::sync::Mutex::new(None);
-    let master = Running::start(|dir| {
-        let path = dir.join("crudjt.sock");
-        *socket.lock().unwrap() = Some(path.clone());
-        ServeOptions::new().tcp(None).unix_socket(Some(path))
-    })
-    .await;
-    let path = socket.lock().unwrap().clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crudjt.sock");
+    let socket = path.to_str().unwrap();
+    let env = [("CRUDJT_SECRET_KEY", common::KEY)];
+    let args = ["--no-tcp", "--unix-socket", socket];
+    let master = common::Master::start(&dir.path().join("store"), &args, &env);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let client = Client::connect(Target::Unix(path.clone())).await.unwrap();
     let token = client.create(DATA, Limits::NONE).await.unwrap();
     assert_eq!(client.read(&token).await.unwrap().unwrap().data, DATA);
-    master.stop().await;
+    master.stop();
     assert!(!path.exists(), "the socket file outlived the server");
 }
 

@@ -89,6 +89,21 @@ fn the_file_holds_no_token_payload_or_key() {
     assert!(!file.contains(&secret_text.as_bytes()[..16]));
 }
 
+/// Rewrites record `id` of a closed store with redb itself, as damage or an
+/// attacker with write access to the file would.
+fn edit_record(dir: &Path, id: u64, edit: impl FnOnce(&mut Vec<u8>)) {
+    let records: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
+    let db = redb::Database::create(dir.join(crudjt::FILE_NAME)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(records).unwrap();
+        let mut value = table.get(id).unwrap().unwrap().value().to_vec();
+        edit(&mut value);
+        table.insert(id, value.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
 #[test]
 fn a_flipped_byte_in_a_record_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,21 +112,8 @@ fn a_flipped_byte_in_a_record_fails_cleanly() {
     let bystander = store.create(&map("v", "bystander"), Limits::NONE).unwrap();
     store.close().unwrap();
 
-    // Flip one byte of the first record's ciphertext with redb itself, as
-    // damage or an attacker with write access would.
-    let file = dir.path().join(crudjt::FILE_NAME);
-    let records: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
-    {
-        let db = redb::Database::create(&file).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut table = txn.open_table(records).unwrap();
-            let mut value = table.get(0).unwrap().unwrap().value().to_vec();
-            value[40] ^= 0x01;
-            table.insert(0, value.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    // Flip one byte of the first record's ciphertext.
+    edit_record(dir.path(), 0, |value| value[40] ^= 0x01);
 
     let store = Store::open(config(dir.path()).cache_capacity(0)).unwrap();
     let err = store.read_packed(victim.as_str()).unwrap_err();
@@ -138,21 +140,11 @@ fn a_record_edited_to_raise_its_budget_fails_authentication() {
         .unwrap();
     store.close().unwrap();
 
-    let file = dir.path().join(crudjt::FILE_NAME);
-    let records: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
-    {
-        let db = redb::Database::create(&file).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut table = txn.open_table(records).unwrap();
-            let mut value = table.get(0).unwrap().unwrap().value().to_vec();
-            // Bytes 18..26 hold the reads left, in the clear but bound to
-            // the ciphertext.
-            value[18..26].copy_from_slice(&1000u64.to_le_bytes());
-            table.insert(0, value.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    // Bytes 18..26 hold the reads left, in the clear but bound to the
+    // ciphertext.
+    edit_record(dir.path(), 0, |value| {
+        value[18..26].copy_from_slice(&1000u64.to_le_bytes())
+    });
     let store = open(dir.path());
     assert!(matches!(
         store.read_packed(token.as_str()),

@@ -16,12 +16,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::disk::Write;
 use crate::error::Error;
 use crate::record::{Rec, Sealer};
 use crate::shard::SHARDS;
 use crate::stats::{FlushReport, SweepReport};
 use crate::store::Inner;
 
+/// Batches at least this large are sealed on two threads.
+const PARALLEL_SEAL_MIN: usize = 4096;
 const RETRY_MIN: Duration = Duration::from_millis(10);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
@@ -101,9 +104,8 @@ impl Inner {
         } else {
             // Read after collecting: every id in the batch is below it.
             let next_id = self.next_id.load(Ordering::SeqCst);
-            self.disk
-                .commit(&batch, &self.keys.record, sealer, next_id)
-                .map(|_| ())
+            let writes = self.seal(&batch, sealer);
+            self.disk.commit(&writes, next_id).map(|_| ())
         };
         if result.is_ok() {
             self.release(&batch, generation);
@@ -134,6 +136,50 @@ impl Inner {
         drop(control);
         self.done.notify_all();
         result
+    }
+
+    /// Seals a batch into writes in id order: new ids then all land at the
+    /// right edge of the B-tree and each page is written once, where the
+    /// batch's own order (by shard, then hash) would hop across the whole
+    /// range. A large batch is sealed on two threads, each with its own
+    /// range of nonces, to shorten the flusher's serial work.
+    fn seal(&self, batch: &[(u64, Option<Rec>)], sealer: &mut Sealer) -> Vec<Write> {
+        let mut order: Vec<&(u64, Option<Rec>)> = batch.iter().collect();
+        order.sort_unstable_by_key(|(id, _)| *id);
+        let cipher = &self.keys.record;
+        let seal_part = |part: &[&(u64, Option<Rec>)], mut sealer: Sealer| -> Vec<Write> {
+            let write = |(id, state): &&(u64, Option<Rec>)| Write {
+                id: *id,
+                sealed: state.as_ref().map(|rec| sealer.seal(cipher, *id, rec)),
+                expires_at: state.as_ref().and_then(|rec| rec.expires_at),
+            };
+            part.iter().map(write).collect()
+        };
+        if order.len() < PARALLEL_SEAL_MIN {
+            return seal_part(&order, sealer.split_off(order.len()));
+        }
+        let (head, tail) = order.split_at(order.len() / 2);
+        let (head_sealer, tail_sealer) =
+            (sealer.split_off(head.len()), sealer.split_off(tail.len()));
+        std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new()
+                .name("crudjt-sealer".into())
+                .spawn_scoped(scope, || seal_part(tail, tail_sealer));
+            match helper {
+                Ok(helper) => {
+                    let mut writes = seal_part(head, head_sealer);
+                    writes.extend(helper.join().expect("sealing does not panic"));
+                    writes
+                }
+                // Without a second thread, seal the rest here, with a
+                // fresh share of nonces (the tail's went with the thread).
+                Err(_) => {
+                    let mut writes = seal_part(head, head_sealer);
+                    writes.extend(seal_part(tail, sealer.split_off(tail.len())));
+                    writes
+                }
+            }
+        })
     }
 
     /// Drops committed changes from the pending layer, shard by shard.

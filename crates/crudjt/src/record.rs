@@ -78,21 +78,48 @@ impl Rec {
 /// open epoch, bumped durably at every open, then a counter.
 pub(crate) struct Sealer {
     epoch: u32,
+    /// The next counter to use. Invariant: below `end`.
     counter: u64,
+    /// The first counter this sealer may not use: the start of a range
+    /// given to another sealer by [`Sealer::split_off`].
+    end: u64,
 }
 
 impl Sealer {
     pub(crate) fn new(epoch: u32) -> Sealer {
-        Sealer { epoch, counter: 0 }
+        Sealer {
+            epoch,
+            counter: 0,
+            end: u64::MAX,
+        }
+    }
+
+    /// A sealer for at most `n` records, with counters this one will not
+    /// use again, so that two threads can seal at once.
+    pub(crate) fn split_off(&mut self, n: usize) -> Sealer {
+        let start = self.counter;
+        let end = start.checked_add(n as u64).filter(|&end| end <= self.end);
+        // 2^64 seals in one open cannot happen: it would take centuries at
+        // a billion a second.
+        let end = end.expect("the nonce counter is exhausted");
+        self.counter = end;
+        Sealer {
+            epoch: self.epoch,
+            counter: start,
+            end,
+        }
     }
 
     fn next_nonce(&mut self) -> [u8; NONCE_LEN] {
+        // A repeated nonce would leak data; refuse rather than reuse.
+        assert!(
+            self.counter < self.end,
+            "a sealer sealed more than its share"
+        );
         let mut nonce = [0u8; NONCE_LEN];
         nonce[..4].copy_from_slice(&self.epoch.to_be_bytes());
         nonce[4..].copy_from_slice(&self.counter.to_be_bytes());
-        // 2^64 seals in one open cannot happen; wrapping would need
-        // centuries at a billion seals a second.
-        self.counter = self.counter.wrapping_add(1);
+        self.counter += 1;
         nonce
     }
 
@@ -223,6 +250,29 @@ mod tests {
         assert_ne!(a, b);
         let other_epoch = Sealer::new(8).seal(&cipher(), 1, &rec());
         assert_ne!(a[NONCE_AT..HEADER_LEN], other_epoch[NONCE_AT..HEADER_LEN]);
+
+        let mut root = Sealer::new(9);
+        let mut first = root.split_off(2);
+        let mut second = root.split_off(1);
+        let nonces: Vec<Vec<u8>> = [
+            first.seal(&cipher(), 1, &rec()),
+            first.seal(&cipher(), 1, &rec()),
+            second.seal(&cipher(), 1, &rec()),
+            root.seal(&cipher(), 1, &rec()),
+        ]
+        .iter()
+        .map(|sealed| sealed[NONCE_AT..HEADER_LEN].to_vec())
+        .collect();
+        let distinct: std::collections::HashSet<_> = nonces.iter().collect();
+        assert_eq!(distinct.len(), 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "more than its share")]
+    fn a_split_sealer_stops_at_its_share() {
+        let mut part = Sealer::new(1).split_off(1);
+        part.seal(&cipher(), 1, &rec());
+        part.seal(&cipher(), 1, &rec());
     }
 
     #[test]

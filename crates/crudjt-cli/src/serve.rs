@@ -72,7 +72,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "CRUDJT_CACHE_CAPACITY",
-        default_value_t = 40_000,
+        default_value_t = crudjt::Config::DEFAULT_CACHE_CAPACITY,
         value_name = "RECORDS"
     )]
     cache_capacity: usize,
@@ -80,7 +80,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "CRUDJT_MAX_DATA_SIZE",
-        default_value_t = 256,
+        default_value_t = crudjt::Config::DEFAULT_MAX_DATA_SIZE,
         value_name = "BYTES"
     )]
     max_data_size: usize,
@@ -249,4 +249,26 @@ fn init_logging(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().try_init(),
     };
     installed.map_err(|err| anyhow::anyhow!("cannot set up logging: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn the_flag_defaults_are_the_store_defaults() {
+        let args = Wrapper::try_parse_from(["serve"]).unwrap().args;
+        assert_eq!(args.flush_interval, crudjt::Config::DEFAULT_FLUSH_INTERVAL);
+        assert_eq!(args.sweep_interval, crudjt::Config::DEFAULT_SWEEP_INTERVAL);
+        assert_eq!(args.cache_capacity, crudjt::Config::DEFAULT_CACHE_CAPACITY);
+        assert_eq!(args.max_data_size, crudjt::Config::DEFAULT_MAX_DATA_SIZE);
+    }
 }

@@ -55,6 +55,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// Default flush interval.
+    pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+    /// Default number of cached records.
+    pub const DEFAULT_CACHE_CAPACITY: usize = 40_000;
+    /// Default largest data, in bytes of MessagePack.
+    pub const DEFAULT_MAX_DATA_SIZE: usize = 256;
+    /// Default sweep interval.
+    pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+    /// Default bound on pending writes, in bytes.
+    pub const DEFAULT_MAX_PENDING_BYTES: usize = 16 << 20;
+
     /// Defaults: the system store location, 500 ms flush interval,
     /// `Interval` durability, 40,000 cached records, 256-byte data, a sweep
     /// every 24 hours and 16 MiB of pending writes.
@@ -62,12 +73,12 @@ impl Config {
         Config {
             secret_key,
             path: None,
-            flush_interval: Duration::from_millis(500),
+            flush_interval: Config::DEFAULT_FLUSH_INTERVAL,
             durability: Durability::Interval,
-            cache_capacity: 40_000,
-            max_data_size: 256,
-            sweep_interval: Duration::from_secs(24 * 60 * 60),
-            max_pending_bytes: 16 << 20,
+            cache_capacity: Config::DEFAULT_CACHE_CAPACITY,
+            max_data_size: Config::DEFAULT_MAX_DATA_SIZE,
+            sweep_interval: Config::DEFAULT_SWEEP_INTERVAL,
+            max_pending_bytes: Config::DEFAULT_MAX_PENDING_BYTES,
         }
     }
 

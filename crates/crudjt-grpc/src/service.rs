@@ -31,23 +31,23 @@ impl Master {
         Master { store }
     }
 
-    /// Runs a store call. Under `Always` durability a call waits for a
-    /// commit, so it runs on the blocking pool instead of stalling a
-    /// runtime worker; otherwise it returns from memory in microseconds
-    /// and runs in place.
+    /// Runs a store call. A call that will wait, for its commit under
+    /// `Always` durability or for the flusher under back-pressure, runs on
+    /// the blocking pool instead of stalling a runtime worker; any other
+    /// returns from memory in microseconds and runs in place.
     async fn call<T: Send + 'static>(
         &self,
         rpc: &'static str,
         op: impl FnOnce(&Store) -> Result<T, crudjt::Error> + Send + 'static,
     ) -> Result<T, Status> {
-        let result = match self.store.durability() {
-            Durability::Always => {
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || op(&store))
-                    .await
-                    .map_err(|_| Status::internal("the store call was cancelled"))?
-            }
-            _ => op(&self.store),
+        let waits = self.store.durability() == Durability::Always || self.store.is_backpressured();
+        let result = if waits {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || op(&store))
+                .await
+                .map_err(|_| Status::internal("the store call was cancelled"))?
+        } else {
+            op(&self.store)
         };
         result.map_err(|err| to_status(rpc, err))
     }

@@ -399,6 +399,13 @@ impl Store {
         }
     }
 
+    /// Whether pending writes are at their bound, so that a changing call
+    /// made now waits for the flusher (back-pressure). Servers use it to
+    /// move such calls off threads that must not block.
+    pub fn is_backpressured(&self) -> bool {
+        !self.inner.has_room()
+    }
+
     /// When writes become durable.
     pub fn durability(&self) -> Durability {
         self.inner.durability

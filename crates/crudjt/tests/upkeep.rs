@@ -265,6 +265,7 @@ fn stats_report_the_store() {
         (0, 0, 0)
     );
     assert!(first.file_bytes > 0);
+    assert!(!store.is_backpressured());
     for i in 0..10 {
         store.create(&map("i", i), Limits::NONE).unwrap();
     }

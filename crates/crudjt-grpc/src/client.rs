@@ -71,17 +71,16 @@ pub enum ClientError {
 
 impl ClientError {
     fn from_status(target: &Target, status: Status) -> ClientError {
-        match status.code() {
-            Code::InvalidArgument => ClientError::InvalidArgument(status.message().to_owned()),
-            // A failure to reach the master carries the transport error as
-            // its source; the master's own statuses carry none.
-            Code::Unavailable if std::error::Error::source(&status).is_some() => {
-                ClientError::NotConnected {
-                    target: target.to_string(),
-                    reason: source_chain(&status),
-                }
-            }
-            code => ClientError::Server {
+        // A failure to reach the master carries the transport error as its
+        // source; the master's own statuses carry none.
+        let transport = std::error::Error::source(&status);
+        match (status.code(), transport) {
+            (Code::InvalidArgument, _) => ClientError::InvalidArgument(status.message().to_owned()),
+            (Code::Unavailable, Some(cause)) => ClientError::NotConnected {
+                target: target.to_string(),
+                reason: source_chain(cause),
+            },
+            (code, _) => ClientError::Server {
                 code,
                 message: status.message().to_owned(),
             },
@@ -113,6 +112,44 @@ fn wire(limit: Option<u64>) -> i64 {
     limit.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+fn not_connected(target: &Target, reason: String) -> ClientError {
+    ClientError::NotConnected {
+        target: target.to_string(),
+        reason,
+    }
+}
+
+fn endpoint(target: &Target) -> Result<Endpoint, ClientError> {
+    match target {
+        Target::Tcp { .. } => Ok(Endpoint::from_shared(format!("http://{target}"))
+            .map_err(|e| not_connected(target, e.to_string()))?
+            .tcp_nodelay(true)),
+        // The URI is required by the API but unused: the connector dials the
+        // socket.
+        Target::Unix(_) => Ok(Endpoint::from_static("http://localhost")),
+    }
+}
+
+fn unix_connector(
+    path: &std::path::Path,
+) -> impl tower::Service<
+    Uri,
+    Response = TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = impl Future<Output = std::io::Result<TokioIo<tokio::net::UnixStream>>> + Send,
+> + Clone
++ Send
++ 'static {
+    let path = path.to_path_buf();
+    tower::service_fn(move |_: Uri| {
+        let path = path.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            Ok(TokioIo::new(stream))
+        }
+    })
+}
+
 /// An async client. Cheap to clone; clones share one connection.
 ///
 /// # Example
@@ -142,38 +179,40 @@ impl Client {
     ///
     /// [`ClientError::NotConnected`] when nothing answers at `target`.
     pub async fn connect(target: Target) -> Result<Client, ClientError> {
-        let not_connected = |reason: String| ClientError::NotConnected {
-            target: target.to_string(),
-            reason,
-        };
+        let endpoint = endpoint(&target)?;
         let channel = match &target {
-            Target::Tcp { .. } => {
-                let endpoint = Endpoint::from_shared(format!("http://{target}"))
-                    .map_err(|e| not_connected(e.to_string()))?
-                    .tcp_nodelay(true);
-                endpoint.connect().await
-            }
-            Target::Unix(path) => {
-                let path = path.clone();
-                // The URI is required by the API but unused: the connector
-                // dials the socket.
-                Endpoint::from_static("http://localhost")
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            let stream = tokio::net::UnixStream::connect(path).await?;
-                            Ok::<_, std::io::Error>(TokioIo::new(stream))
-                        }
-                    }))
-                    .await
-            }
+            Target::Tcp { .. } => endpoint.connect().await,
+            Target::Unix(path) => endpoint.connect_with_connector(unix_connector(path)).await,
         };
-        let channel = channel.map_err(|e| not_connected(source_chain(&e)))?;
-        Ok(Client {
+        let channel = channel.map_err(|e| not_connected(&target, source_chain(&e)))?;
+        Ok(Client::over(target, channel))
+    }
+
+    /// A client that connects on its first call, and reconnects on later
+    /// calls after the master went away. Nothing is dialled here, so this
+    /// works before the master is up; a master that cannot be reached
+    /// fails each call with [`ClientError::NotConnected`].
+    ///
+    /// Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotConnected`] when `target` is not a valid address.
+    pub fn connect_lazy(target: Target) -> Result<Client, ClientError> {
+        let endpoint = endpoint(&target)?;
+        let channel = match &target {
+            Target::Tcp { .. } => endpoint.connect_lazy(),
+            Target::Unix(path) => endpoint.connect_with_connector_lazy(unix_connector(path)),
+        };
+        Ok(Client::over(target, channel))
+    }
+
+    fn over(target: Target, channel: Channel) -> Client {
+        Client {
             target,
             tokens: TokenServiceClient::new(channel.clone()),
             admin: AdminClient::new(channel),
-        })
+        }
     }
 
     fn fail(&self, status: Status) -> ClientError {
@@ -354,6 +393,15 @@ fn parse_read_result(packed: &[u8]) -> Result<Option<Entry<Vec<u8>>>, ClientErro
     }))
 }
 
+fn client_runtime(target: &Target) -> Result<tokio::runtime::Runtime, ClientError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("crudjt-client")
+        .enable_all()
+        .build()
+        .map_err(|e| not_connected(target, format!("cannot start the client runtime: {e}")))
+}
+
 /// A blocking client for code without an async runtime. It owns a small
 /// runtime; calls from many threads at once are fine.
 pub struct BlockingClient {
@@ -368,16 +416,22 @@ impl BlockingClient {
     ///
     /// As [`Client::connect`], or when the runtime cannot start.
     pub fn connect(target: Target) -> Result<BlockingClient, ClientError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("crudjt-client")
-            .enable_all()
-            .build()
-            .map_err(|e| ClientError::NotConnected {
-                target: target.to_string(),
-                reason: format!("cannot start the client runtime: {e}"),
-            })?;
+        let runtime = client_runtime(&target)?;
         let client = runtime.block_on(Client::connect(target))?;
+        Ok(BlockingClient { runtime, client })
+    }
+
+    /// Like [`Client::connect_lazy`]: connects on the first call.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect_lazy`], or when the runtime cannot start.
+    pub fn connect_lazy(target: Target) -> Result<BlockingClient, ClientError> {
+        let runtime = client_runtime(&target)?;
+        let client = {
+            let _entered = runtime.enter();
+            Client::connect_lazy(target)?
+        };
         Ok(BlockingClient { runtime, client })
     }
 

@@ -32,4 +32,6 @@ pub mod proto {
 
 pub use client::{BlockingClient, Client, ClientError, Target};
 pub use serve::{ServeOptions, Served, serve};
-pub use service::Master;
+pub use service::{Master, stats_message};
+/// gRPC status codes, as [`ClientError::Server`] reports them.
+pub use tonic::Code;

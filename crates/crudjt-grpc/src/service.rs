@@ -135,25 +135,31 @@ fn unix_ms(at: std::time::SystemTime) -> u64 {
 #[tonic::async_trait]
 impl Admin for Master {
     async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
-        let stats = self.store.stats();
-        let flush = stats.last_flush;
-        let sweep = stats.last_sweep;
-        Ok(Response::new(StatsResponse {
-            tokens: stats.tokens,
-            file_bytes: stats.file_bytes,
-            pending_writes: stats.pending_writes,
-            pending_bytes: stats.pending_bytes,
-            cached_records: stats.cached_records,
-            durability: format!("{:?}", stats.durability).to_lowercase(),
-            flushes: stats.flushes,
-            flush_failures: stats.flush_failures,
-            last_flush_unix_ms: flush.map_or(0, |f| unix_ms(f.at)),
-            last_flush_micros: flush.map_or(0, |f| f.duration.as_micros() as u64),
-            last_flush_records: flush.map_or(0, |f| f.records),
-            last_sweep_unix_ms: sweep.map_or(0, |s| unix_ms(s.at)),
-            last_sweep_micros: sweep.map_or(0, |s| s.duration.as_micros() as u64),
-            last_sweep_removed: sweep.map_or(0, |s| s.removed),
-            max_data_size: self.store.max_data_size() as u32,
-        }))
+        Ok(Response::new(stats_message(&self.store)))
+    }
+}
+
+/// A snapshot of `store`'s counters as the `Admin/Stats` reply carries
+/// them, for front ends that report stats in the same shape.
+pub fn stats_message(store: &Store) -> StatsResponse {
+    let stats = store.stats();
+    let flush = stats.last_flush;
+    let sweep = stats.last_sweep;
+    StatsResponse {
+        tokens: stats.tokens,
+        file_bytes: stats.file_bytes,
+        pending_writes: stats.pending_writes,
+        pending_bytes: stats.pending_bytes,
+        cached_records: stats.cached_records,
+        durability: format!("{:?}", stats.durability).to_lowercase(),
+        flushes: stats.flushes,
+        flush_failures: stats.flush_failures,
+        last_flush_unix_ms: flush.map_or(0, |f| unix_ms(f.at)),
+        last_flush_micros: flush.map_or(0, |f| f.duration.as_micros() as u64),
+        last_flush_records: flush.map_or(0, |f| f.records),
+        last_sweep_unix_ms: sweep.map_or(0, |s| unix_ms(s.at)),
+        last_sweep_micros: sweep.map_or(0, |s| s.duration.as_micros() as u64),
+        last_sweep_removed: sweep.map_or(0, |s| s.removed),
+        max_data_size: store.max_data_size() as u32,
     }
 }

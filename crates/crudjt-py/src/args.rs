@@ -1,0 +1,83 @@
+//! Arguments from Python, checked the same way in the master and in a
+//! connected process so that both raise the same `ValueError`.
+
+use std::time::Duration;
+
+use crudjt::{Durability, Limits};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyString};
+
+use crate::errors;
+
+/// `ttl` and `silence_read`: each `None` for no limit, or an int from 1 to
+/// 2**64-1. crudjt 1.0.x accepts the same range.
+pub fn limits(
+    ttl: Option<&Bound<'_, PyAny>>,
+    silence_read: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Limits> {
+    Limits::new(limit("ttl", ttl)?, limit("silence_read", silence_read)?).map_err(errors::store)
+}
+
+fn limit(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let Ok(int) = value.cast::<PyInt>() else {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be an int or None, got {}",
+            type_name(value)
+        )));
+    };
+    if let Ok(v) = int.extract::<u64>() {
+        // Zero is refused by `Limits::new`, with the store's own message.
+        return Ok(Some(v));
+    }
+    if int.lt(0)? {
+        Err(PyValueError::new_err(format!(
+            "{name} must be at least 1 (or absent for no limit), got {int}"
+        )))
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{name} must be at most 2**64-1, got {int}"
+        )))
+    }
+}
+
+/// A token argument: a str. Whether it is empty is left to the store and
+/// the client, which give the same message.
+pub fn token<'a, 'py>(value: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyString>> {
+    value.cast::<PyString>().map_err(|_| {
+        PyValueError::new_err(format!("token must be a str, got {}", type_name(value)))
+    })
+}
+
+/// A duration in seconds, as Python code writes them.
+pub fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "{name} must be a positive number of seconds, got {value}"
+            ))
+        })
+}
+
+/// `"interval"` or `"always"`.
+pub fn durability(value: &str) -> PyResult<Durability> {
+    match value {
+        "interval" => Ok(Durability::Interval),
+        "always" => Ok(Durability::Always),
+        other => Err(PyValueError::new_err(format!(
+            "durability must be 'interval' or 'always', got {other:?}"
+        ))),
+    }
+}
+
+pub fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map_or_else(|_| "an unknown type".to_owned(), |n| n.to_string())
+}

@@ -1,0 +1,354 @@
+//! `crudjt.Store`: the store opened in this process, optionally serving
+//! gRPC to others.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crudjt::{Config, SecretKey, Store};
+use crudjt_grpc::ServeOptions;
+use parking_lot::{Mutex, RwLock};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::errors::{self, InternalError, InvalidState};
+use crate::server::Server;
+use crate::{args, convert, fork, stats};
+
+/// Every store opened in this process, so that interpreter exit can close
+/// (and so flush) the ones still open.
+static OPEN: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// How long `close` waits for calls still running on other threads.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// A crudjt store opened in this process.
+#[pyclass(module = "crudjt._native", name = "Store", frozen)]
+pub struct PyStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// `None` once closed. Calls take the read lock only while the GIL is
+    /// released, so that `close`, which takes the write lock without the
+    /// GIL too, can never wait on a thread that waits for the GIL.
+    store: RwLock<Option<Arc<Store>>>,
+    server: Mutex<Option<Server>>,
+    /// The fork generation the store was opened in.
+    born: u64,
+    path: PathBuf,
+    max_data_size: usize,
+}
+
+impl Shared {
+    /// Runs `f` on the open store. Call without the GIL.
+    fn with<R>(&self, f: impl FnOnce(&Store) -> Result<R, crudjt::Error>) -> PyResult<R> {
+        self.check_fork()?;
+        let guard = self.store.read();
+        let store = guard
+            .as_ref()
+            .ok_or_else(|| errors::store(crudjt::Error::Closed))?;
+        f(store).map_err(errors::store)
+    }
+
+    fn check_fork(&self) -> PyResult<()> {
+        if fork::generation() == self.born {
+            return Ok(());
+        }
+        Err(InvalidState::new_err(format!(
+            "this process was forked from the crudjt master that opened the store at {}; \
+             the store belongs to that process: connect to it instead \
+             (CRUDJT.Config.connect_to_master() or crudjt.Client)",
+            self.path.display()
+        )))
+    }
+
+    /// Stops the server and closes the store. Call without the GIL.
+    fn close(&self) -> PyResult<()> {
+        self.check_fork()?;
+        if let Some(server) = self.server.lock().take() {
+            server.stop();
+        }
+        let Some(mut store) = self.store.write().take() else {
+            return Ok(());
+        };
+        // The server's tasks are gone, but a stop that timed out may leave
+        // one holding the store for a moment.
+        let deadline = Instant::now() + CLOSE_GRACE;
+        loop {
+            match Arc::try_unwrap(store) {
+                Ok(store) => return store.close().map_err(errors::store),
+                Err(shared) if Instant::now() < deadline => {
+                    store = shared;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(shared) => return shared.flush().map_err(errors::store),
+            }
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if fork::generation() != self.born {
+            // In a forked child the store's threads do not exist and its
+            // file is the parent's: leave both alone.
+            if let Some(server) = self.server.get_mut().take() {
+                server.abandon();
+            }
+            std::mem::forget(self.store.get_mut().take());
+            return;
+        }
+        // Dropping the store flushes it; the server goes first so that no
+        // call lands after that.
+        drop(self.server.get_mut().take());
+    }
+}
+
+#[pymethods]
+impl PyStore {
+    /// Opens (or creates) the store at `path`.
+    #[new]
+    #[pyo3(signature = (
+        secret_key,
+        path = None,
+        *,
+        durability = "interval",
+        flush_interval = 0.5,
+        cache_capacity = Config::DEFAULT_CACHE_CAPACITY,
+        max_data_size = Config::DEFAULT_MAX_DATA_SIZE,
+        sweep_interval = 86_400.0,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        secret_key: Option<&str>,
+        path: Option<PathBuf>,
+        durability: &str,
+        flush_interval: f64,
+        cache_capacity: usize,
+        max_data_size: usize,
+        sweep_interval: f64,
+    ) -> PyResult<PyStore> {
+        let secret_key = secret_key.filter(|k| !k.is_empty()).ok_or_else(|| {
+            PyValueError::new_err(
+                "secret_key is required: base64 of 32, 48 or 64 random bytes \
+                 (openssl rand -base64 48)",
+            )
+        })?;
+        let secret = SecretKey::from_base64(secret_key)
+            .map_err(|e| errors::open(crudjt::OpenError::InvalidKey(e)))?;
+        let mut config = Config::new(secret)
+            .durability(args::durability(durability)?)
+            .flush_interval(args::seconds("flush_interval", flush_interval)?)
+            .cache_capacity(cache_capacity)
+            .max_data_size(max_data_size)
+            .sweep_interval(args::seconds("sweep_interval", sweep_interval)?);
+        if let Some(path) = path {
+            config = config.path(path);
+        }
+        let store = py.detach(|| Store::open(config)).map_err(errors::open)?;
+        let shared = Arc::new(Shared {
+            path: store.path().to_path_buf(),
+            max_data_size: store.max_data_size(),
+            store: RwLock::new(Some(Arc::new(store))),
+            server: Mutex::new(None),
+            born: fork::generation(),
+        });
+        let mut open = OPEN.lock();
+        open.retain(|weak| weak.strong_count() > 0);
+        open.push(Arc::downgrade(&shared));
+        Ok(PyStore { shared })
+    }
+
+    /// Creates a token for `data`.
+    #[pyo3(signature = (data, ttl = None, silence_read = None))]
+    fn create(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        silence_read: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
+        let packed = convert::pack(data)?;
+        let limits = args::limits(ttl, silence_read)?;
+        let token = py.detach(|| self.shared.with(|s| s.create_packed(&packed, limits)))?;
+        Ok(token.to_string())
+    }
+
+    /// Reads a token: its data and limits, or `None`.
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        token: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let token = args::token(token)?.to_str()?;
+        let found = py.detach(|| self.shared.with(|s| s.read_packed(token)))?;
+        found
+            .map(|entry| convert::read_result(py, &entry))
+            .transpose()
+    }
+
+    /// Replaces a token's data and both limits.
+    #[pyo3(signature = (token, data, ttl = None, silence_read = None))]
+    fn update(
+        &self,
+        py: Python<'_>,
+        token: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        silence_read: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let token = args::token(token)?.to_str()?;
+        let packed = convert::pack(data)?;
+        let limits = args::limits(ttl, silence_read)?;
+        py.detach(|| {
+            self.shared
+                .with(|s| s.update_packed(token, &packed, limits))
+        })
+    }
+
+    /// Deletes a token.
+    fn delete(&self, py: Python<'_>, token: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let token = args::token(token)?.to_str()?;
+        py.detach(|| self.shared.with(|s| s.delete(token)))
+    }
+
+    /// Commits every change made so far to disk.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.shared.with(Store::flush))
+    }
+
+    /// Removes expired tokens from disk now; returns how many.
+    fn sweep(&self, py: Python<'_>) -> PyResult<u64> {
+        py.detach(|| self.shared.with(|s| s.sweep().map(|report| report.removed)))
+    }
+
+    /// Rewrites the file without free space.
+    fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.shared.with(Store::compact))
+    }
+
+    /// A snapshot of the store's counters.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let message = py.detach(|| self.shared.with(|s| Ok(crudjt_grpc::stats_message(s))))?;
+        stats::to_dict(py, &message)
+    }
+
+    /// Serves the store over gRPC on `host:port` (port 0 picks a free one)
+    /// and optionally a Unix socket; returns the bound `(host, port)`.
+    #[pyo3(signature = (host = "127.0.0.1", port = 50051, unix_socket = None))]
+    fn serve<'py>(
+        &self,
+        py: Python<'py>,
+        host: Option<&str>,
+        port: u16,
+        unix_socket: Option<PathBuf>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let tcp = host.map(|host| resolve(host, port)).transpose()?;
+        let options = ServeOptions::new().tcp(tcp).unix_socket(unix_socket);
+        let served = py.detach(|| -> PyResult<_> {
+            self.shared.check_fork()?;
+            let mut server = self.shared.server.lock();
+            if server.is_some() {
+                return Err(InvalidState::new_err("the store is already serving"));
+            }
+            let store = self.shared.store.read().clone();
+            let store = store.ok_or_else(|| errors::store(crudjt::Error::Closed))?;
+            let started = Server::start(store, options)
+                .map_err(|e| InternalError::new_err(errors::with_sources(&e)))?;
+            let served = started.served().clone();
+            *server = Some(started);
+            Ok(served)
+        })?;
+        served
+            .tcp
+            .map(|addr| {
+                PyTuple::new(
+                    py,
+                    [
+                        addr.ip().to_string().into_pyobject(py)?.into_any(),
+                        addr.port().into_pyobject(py)?.into_any(),
+                    ],
+                )
+            })
+            .transpose()
+    }
+
+    /// Stops serving gRPC; the store stays open.
+    fn stop_serving(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| {
+            self.shared.check_fork()?;
+            if let Some(server) = self.shared.server.lock().take() {
+                server.stop();
+            }
+            Ok(())
+        })
+    }
+
+    /// Stops serving, flushes and closes the store. Later calls raise
+    /// `InvalidState`; closing again does nothing.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.shared.close())
+    }
+
+    /// Whether the store was closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.shared.store.read().is_none()
+    }
+
+    /// The store's directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.shared.path.clone()
+    }
+
+    /// The largest data this store takes, in bytes of MessagePack.
+    #[getter]
+    fn max_data_size(&self) -> usize {
+        self.shared.max_data_size
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.close(py)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.closed() { "closed" } else { "open" };
+        format!("<crudjt.Store {} ({state})>", self.shared.path.display())
+    }
+}
+
+fn resolve(host: &str, port: u16) -> PyResult<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| PyValueError::new_err(format!("cannot resolve grpc host {host:?}")))
+}
+
+/// Closes every store of this process that is still open: the package
+/// registers this to run at interpreter exit.
+#[pyfunction]
+#[pyo3(name = "_close_all")]
+pub fn close_all(py: Python<'_>) -> PyResult<()> {
+    let open: Vec<Arc<Shared>> = OPEN.lock().drain(..).filter_map(|w| w.upgrade()).collect();
+    let mut first_error = None;
+    for shared in open {
+        if shared.born != fork::generation() {
+            continue;
+        }
+        if let Err(err) = py.detach(|| shared.close()) {
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

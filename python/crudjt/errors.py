@@ -1,0 +1,22 @@
+"""Exceptions raised by crudjt, beside ``ValueError`` for bad arguments.
+
+The names match crudjt 1.0.x, so ``from crudjt.errors import
+InternalError`` keeps working.
+"""
+
+__all__ = ["InternalError", "InvalidState", "MasterUnavailable"]
+
+
+class InternalError(Exception):
+    """The store or the master failed the call: storage trouble, damaged
+    records, an unexpected reply."""
+
+
+class InvalidState(Exception):
+    """The store cannot serve the call in its present state: it is closed,
+    open in another process, made with another secret key, or this process
+    was forked from the master."""
+
+
+class MasterUnavailable(InternalError, ConnectionError):
+    """A connected process could not reach the master."""

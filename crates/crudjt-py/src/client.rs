@@ -105,10 +105,11 @@ impl PyClient {
         token: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let token = args::token(token)?.to_str()?;
-        let found = py.detach(|| self.with(|c| c.read(token)))?;
-        found
-            .map(|entry| convert::read_result(py, &entry))
-            .transpose()
+        let Some(found) = py.detach(|| self.with(|c| c.read(token)))? else {
+            return Ok(None);
+        };
+        let (data, _) = convert::unpack_map(py, &found.data)?;
+        convert::read_result(py, found.ttl, found.silence_read, data).map(Some)
     }
 
     /// Replaces a token's data and both limits.

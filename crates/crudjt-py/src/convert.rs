@@ -8,7 +8,7 @@
 //! key that is an array comes back as a tuple, since a list is not
 //! hashable.
 
-use crudjt::{Entry, MAX_DEPTH};
+use crudjt::MAX_DEPTH;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{
@@ -149,38 +149,67 @@ fn write<T, E: std::fmt::Display>(result: Result<T, E>) -> PyResult<()> {
         .map_err(|e| InternalError::new_err(format!("cannot encode token data: {e}")))
 }
 
+/// Whether `map` holds only values that decode back to themselves and
+/// that no one can change in place: keys and values of exactly `str`,
+/// `int`, `float`, `bool`, `bytes` or `None`. A shallow copy of such a
+/// dict is as good as decoding its bytes again.
+pub fn is_flat(map: &Bound<'_, PyDict>) -> bool {
+    let scalar = |v: &Bound<'_, PyAny>| {
+        v.is_exact_instance_of::<PyString>()
+            || v.is_exact_instance_of::<PyInt>()
+            || v.is_exact_instance_of::<PyFloat>()
+            || v.is_exact_instance_of::<PyBool>()
+            || v.is_exact_instance_of::<PyBytes>()
+            || v.is_none()
+    };
+    map.iter().all(|(k, v)| scalar(&k) && scalar(&v))
+}
+
 /// Builds the read result Python sees: `{'metadata': {...}, 'data': {...}}`,
 /// where `metadata` holds only the limits that are set and is left out
 /// when neither is.
-///
-/// # Errors
-///
-/// `InternalError` when the stored bytes are not a MessagePack map this
-/// module can turn into Python values.
-pub fn read_result<'py>(py: Python<'py>, entry: &Entry<Vec<u8>>) -> PyResult<Bound<'py, PyDict>> {
+pub fn read_result<'py>(
+    py: Python<'py>,
+    ttl: Option<u64>,
+    silence_read: Option<u64>,
+    data: Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyDict>> {
     let result = PyDict::new(py);
-    if entry.ttl.is_some() || entry.silence_read.is_some() {
+    if ttl.is_some() || silence_read.is_some() {
         let metadata = PyDict::new(py);
-        if let Some(ttl) = entry.ttl {
+        if let Some(ttl) = ttl {
             metadata.set_item(intern!(py, "ttl"), ttl)?;
         }
-        if let Some(reads) = entry.silence_read {
+        if let Some(reads) = silence_read {
             metadata.set_item(intern!(py, "silence_read"), reads)?;
         }
         result.set_item(intern!(py, "metadata"), metadata)?;
     }
-    result.set_item(intern!(py, "data"), unpack(py, &entry.data)?)?;
+    result.set_item(intern!(py, "data"), data)?;
     Ok(result)
 }
 
-/// Turns one MessagePack value into Python values.
-fn unpack<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    let mut reader = Reader { bytes, at: 0 };
+/// Decodes stored data, a MessagePack map, into a dict; says too whether
+/// the dict is flat (see [`is_flat`]).
+///
+/// # Errors
+///
+/// `InternalError` when the bytes are not a MessagePack map this module
+/// can turn into Python values.
+pub fn unpack_map<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<(Bound<'py, PyDict>, bool)> {
+    let mut reader = Reader {
+        bytes,
+        at: 0,
+        nested: false,
+    };
     let value = reader.value(py, 0)?;
     if reader.at != bytes.len() {
         return Err(malformed("bytes follow the data"));
     }
-    Ok(value)
+    let map = value
+        .cast_into::<PyDict>()
+        .map_err(|_| malformed("it is not a map"))?;
+    Ok((map, !reader.nested))
 }
 
 fn malformed(reason: &str) -> PyErr {
@@ -193,6 +222,8 @@ fn malformed(reason: &str) -> PyErr {
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Whether a container was found inside the top-level one.
+    nested: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -293,8 +324,21 @@ impl<'a> Reader<'a> {
 
     fn str<'py>(&mut self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyAny>> {
         let bytes = self.take(n)?;
-        let text = std::str::from_utf8(bytes).map_err(|_| malformed("a string is not UTF-8"))?;
-        Ok(PyString::new(py, text).into_any())
+        let text =
+            PyString::from_bytes(py, bytes).map_err(|_| malformed("a string is not UTF-8"))?;
+        Ok(text.into_any())
+    }
+
+    /// A map key. Short string keys repeat across every token of an
+    /// application, so they come from [`KEYS`], hash already computed.
+    fn key<'py>(&mut self, py: Python<'py>, depth: usize) -> PyResult<Bound<'py, PyAny>> {
+        let len = match self.bytes.get(self.at).map(|&b| Marker::from_u8(b)) {
+            Some(Marker::FixStr(n)) => usize::from(n),
+            _ => return self.value(py, depth),
+        };
+        self.at += 1;
+        let bytes = self.take(len)?;
+        KEYS.get(py, bytes)
     }
 
     fn bin<'py>(&mut self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyAny>> {
@@ -315,6 +359,7 @@ impl<'a> Reader<'a> {
         n: usize,
         depth: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
+        self.nested |= depth > 0;
         let depth = Self::nest(depth)?;
         // Every item takes at least one byte, so a length beyond the bytes
         // left is a lie; refusing it early keeps a hostile reply from
@@ -335,10 +380,11 @@ impl<'a> Reader<'a> {
         n: usize,
         depth: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
+        self.nested |= depth > 0;
         let depth = Self::nest(depth)?;
         let dict = PyDict::new(py);
         for _ in 0..n {
-            let key = self.value(py, depth)?;
+            let key = self.key(py, depth)?;
             let key = match key.cast::<PyList>() {
                 Ok(list) => list.to_tuple().into_any(),
                 Err(_) => key,
@@ -350,5 +396,42 @@ impl<'a> Reader<'a> {
             dict.set_item(key, value)?;
         }
         Ok(dict.into_any())
+    }
+}
+
+/// Recently decoded short string keys: a direct-mapped table, so a lookup
+/// is one hash and one comparison, and a clash simply replaces the slot.
+static KEYS: KeyCache = KeyCache {
+    slots: parking_lot::Mutex::new(Vec::new()),
+};
+
+const KEY_SLOTS: usize = 512;
+
+struct KeyCache {
+    slots: parking_lot::Mutex<Vec<Option<(Box<[u8]>, Py<PyString>)>>>,
+}
+
+impl KeyCache {
+    fn get<'py>(&self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        let slot = bytes.iter().fold(0x811c_9dc5_u32, |h, &b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        }) as usize
+            % KEY_SLOTS;
+        let mut slots = self.slots.lock();
+        if slots.is_empty() {
+            slots.resize_with(KEY_SLOTS, || None);
+        }
+        if let Some((key, text)) = &slots[slot]
+            && **key == *bytes
+        {
+            return Ok(text.bind(py).clone().into_any());
+        }
+        let text =
+            PyString::from_bytes(py, bytes).map_err(|_| malformed("a string is not UTF-8"))?;
+        // Hashing now stores the hash in the object, for every dict that
+        // later takes it as a key.
+        text.hash()?;
+        slots[slot] = Some((bytes.into(), text.clone().unbind()));
+        Ok(text.into_any())
     }
 }

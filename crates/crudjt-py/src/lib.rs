@@ -9,6 +9,7 @@
 mod args;
 mod client;
 mod convert;
+mod decoded;
 mod errors;
 mod fork;
 mod server;

@@ -13,6 +13,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::decoded::Decoded;
 use crate::errors::{self, InternalError, InvalidState};
 use crate::server::Server;
 use crate::{args, convert, fork, stats};
@@ -40,6 +41,8 @@ struct Shared {
     born: u64,
     path: PathBuf,
     max_data_size: usize,
+    /// Dicts decoded from the data, for repeated reads; GIL only.
+    decoded: Decoded,
 }
 
 impl Shared {
@@ -156,6 +159,7 @@ impl PyStore {
             store: RwLock::new(Some(Arc::new(store))),
             server: Mutex::new(None),
             born: fork::generation(),
+            decoded: Decoded::new(cache_capacity),
         });
         let mut open = OPEN.lock();
         open.retain(|weak| weak.strong_count() > 0);
@@ -172,9 +176,11 @@ impl PyStore {
         ttl: Option<&Bound<'_, PyAny>>,
         silence_read: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
-        let packed = convert::pack(data)?;
+        let packed: Arc<[u8]> = convert::pack(data)?.into();
         let limits = args::limits(ttl, silence_read)?;
-        let token = py.detach(|| self.shared.with(|s| s.create_packed(&packed, limits)))?;
+        let shared = packed.clone();
+        let token = py.detach(|| self.shared.with(|s| s.create_shared(shared, limits)))?;
+        self.shared.decoded.remember(&packed, data.cast()?)?;
         Ok(token.to_string())
     }
 
@@ -185,10 +191,11 @@ impl PyStore {
         token: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let token = args::token(token)?.to_str()?;
-        let found = py.detach(|| self.shared.with(|s| s.read_packed(token)))?;
-        found
-            .map(|entry| convert::read_result(py, &entry))
-            .transpose()
+        let Some(found) = py.detach(|| self.shared.with(|s| s.read_shared(token)))? else {
+            return Ok(None);
+        };
+        let data = self.shared.decoded.data(py, &found.data)?;
+        convert::read_result(py, found.ttl, found.silence_read, data).map(Some)
     }
 
     /// Replaces a token's data and both limits.
@@ -202,12 +209,14 @@ impl PyStore {
         silence_read: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let token = args::token(token)?.to_str()?;
-        let packed = convert::pack(data)?;
+        let packed: Arc<[u8]> = convert::pack(data)?.into();
         let limits = args::limits(ttl, silence_read)?;
-        py.detach(|| {
-            self.shared
-                .with(|s| s.update_packed(token, &packed, limits))
-        })
+        let shared = packed.clone();
+        let updated = py.detach(|| self.shared.with(|s| s.update_shared(token, shared, limits)))?;
+        if updated {
+            self.shared.decoded.remember(&packed, data.cast()?)?;
+        }
+        Ok(updated)
     }
 
     /// Deletes a token.

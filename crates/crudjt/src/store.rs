@@ -236,8 +236,26 @@ impl Store {
     /// As [`Store::create`], plus [`Error::InvalidData`] for malformed
     /// MessagePack.
     pub fn create_packed(&self, packed: &[u8], limits: Limits) -> Result<Token, Error> {
+        msgpack::validate_map(packed, self.inner.max_data_size)?;
+        self.create_valid(Arc::from(packed), limits)
+    }
+
+    /// [`Store::create_packed`] that keeps `packed` itself rather than a
+    /// copy. A read of the token hands back this same allocation
+    /// ([`Store::read_shared`]) until the record is changed or reloaded
+    /// from disk, so a front end can recognise it with [`Arc::ptr_eq`] and
+    /// reuse what it decoded from it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::create_packed`].
+    pub fn create_shared(&self, packed: Arc<[u8]>, limits: Limits) -> Result<Token, Error> {
+        msgpack::validate_map(&packed, self.inner.max_data_size)?;
+        self.create_valid(packed, limits)
+    }
+
+    fn create_valid(&self, packed: Arc<[u8]>, limits: Limits) -> Result<Token, Error> {
         let inner = &*self.inner;
-        msgpack::validate_map(packed, inner.max_data_size)?;
         inner.admit()?;
         let id = inner.next_id.fetch_add(1, Ordering::SeqCst);
         // The id floor written at each commit runs one lease (2^32) ahead of
@@ -250,7 +268,7 @@ impl Store {
             random,
             expires_at: limits.expires_at(now_ms()),
             reads_left: limits.silence_read(),
-            data: Arc::from(packed),
+            data: packed,
         };
         let stamp = inner.put(&mut inner.shard(id), id, Some(rec));
         inner.tokens.fetch_add(1, Ordering::Relaxed);
@@ -286,8 +304,22 @@ impl Store {
     ///
     /// As [`Store::read`], without the decoding.
     pub fn read_packed(&self, token: &str) -> Result<Option<Entry<Vec<u8>>>, Error> {
-        Ok(self.inner.read(token)?.map(|entry| Entry {
+        Ok(self.read_shared(token)?.map(|entry| Entry {
             data: entry.data.to_vec(),
+            ttl: entry.ttl,
+            silence_read: entry.silence_read,
+        }))
+    }
+
+    /// [`Store::read_packed`] without copying the data: the allocation is
+    /// the store's own (see [`Store::create_shared`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::read_packed`].
+    pub fn read_shared(&self, token: &str) -> Result<Option<Entry<Arc<[u8]>>>, Error> {
+        Ok(self.inner.read(token)?.map(|entry| Entry {
+            data: entry.data,
             ttl: entry.ttl,
             silence_read: entry.silence_read,
         }))
@@ -314,18 +346,46 @@ impl Store {
     ///
     /// As [`Store::create_packed`], plus [`Error::EmptyToken`].
     pub fn update_packed(&self, token: &str, packed: &[u8], limits: Limits) -> Result<bool, Error> {
-        let inner = &*self.inner;
-        let located = locate(inner, token)?;
-        msgpack::validate_map(packed, inner.max_data_size)?;
-        let Some((id, random)) = located else {
-            return Ok(false);
-        };
-        inner.change(id, random, |rec, now| {
+        let located = locate(&self.inner, token)?;
+        msgpack::validate_map(packed, self.inner.max_data_size)?;
+        match located {
+            Some(at) => self.update_valid(at, Arc::from(packed), limits),
+            None => Ok(false),
+        }
+    }
+
+    /// [`Store::update_packed`] that keeps `packed` itself, as
+    /// [`Store::create_shared`] does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::update_packed`].
+    pub fn update_shared(
+        &self,
+        token: &str,
+        packed: Arc<[u8]>,
+        limits: Limits,
+    ) -> Result<bool, Error> {
+        let located = locate(&self.inner, token)?;
+        msgpack::validate_map(&packed, self.inner.max_data_size)?;
+        match located {
+            Some(at) => self.update_valid(at, packed, limits),
+            None => Ok(false),
+        }
+    }
+
+    fn update_valid(
+        &self,
+        (id, random): (u64, u64),
+        packed: Arc<[u8]>,
+        limits: Limits,
+    ) -> Result<bool, Error> {
+        self.inner.change(id, random, move |rec, now| {
             Some(Rec {
                 random: rec.random,
                 expires_at: limits.expires_at(now),
                 reads_left: limits.silence_read(),
-                data: Arc::from(packed),
+                data: packed,
             })
         })
     }

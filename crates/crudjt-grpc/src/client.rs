@@ -394,9 +394,7 @@ fn parse_read_result(packed: &[u8]) -> Result<Option<Entry<Vec<u8>>>, ClientErro
 }
 
 fn client_runtime(target: &Target) -> Result<tokio::runtime::Runtime, ClientError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("crudjt-client")
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| not_connected(target, format!("cannot start the client runtime: {e}")))

@@ -407,8 +407,11 @@ static KEYS: KeyCache = KeyCache {
 
 const KEY_SLOTS: usize = 512;
 
+/// A key's bytes and the string made from them.
+type KeySlot = Option<(Box<[u8]>, Py<PyString>)>;
+
 struct KeyCache {
-    slots: parking_lot::Mutex<Vec<Option<(Box<[u8]>, Py<PyString>)>>>,
+    slots: parking_lot::Mutex<Vec<KeySlot>>,
 }
 
 impl KeyCache {

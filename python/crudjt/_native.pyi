@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Mapping, TypedDict
+from typing import Any, Literal, TypedDict
 
 __version__: str
 #: The largest ``max_data_size`` a store accepts, in bytes (64 KiB).
@@ -60,13 +60,13 @@ class Store:
         sweep_interval: float = 86400.0,
     ) -> None: ...
     def create(
-        self, data: Mapping[Any, Any], ttl: int | None = None, silence_read: int | None = None
+        self, data: dict[Any, Any], ttl: int | None = None, silence_read: int | None = None
     ) -> str: ...
     def read(self, token: str) -> ReadResult | None: ...
     def update(
         self,
         token: str,
-        data: Mapping[Any, Any],
+        data: dict[Any, Any],
         ttl: int | None = None,
         silence_read: int | None = None,
     ) -> bool: ...
@@ -108,13 +108,13 @@ class Client:
         unix_socket: str | os.PathLike[str] | None = None,
     ) -> None: ...
     def create(
-        self, data: Mapping[Any, Any], ttl: int | None = None, silence_read: int | None = None
+        self, data: dict[Any, Any], ttl: int | None = None, silence_read: int | None = None
     ) -> str: ...
     def read(self, token: str) -> ReadResult | None: ...
     def update(
         self,
         token: str,
-        data: Mapping[Any, Any],
+        data: dict[Any, Any],
         ttl: int | None = None,
         silence_read: int | None = None,
     ) -> bool: ...

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Mapping
+from typing import Any
 
 from ._native import Client, Store
 
@@ -45,7 +45,7 @@ _NOT_STARTED = _NotStarted()
 _backend: Store | Client | _NotStarted = _NOT_STARTED
 
 
-def create(data: Mapping[Any, Any], ttl: int | None = None, silence_read: int | None = None) -> str:
+def create(data: dict[Any, Any], ttl: int | None = None, silence_read: int | None = None) -> str:
     """Creates a token for ``data``, valid for ``ttl`` seconds and
     ``silence_read`` reads (``None``: no limit)."""
     return _backend.create(data, ttl, silence_read)
@@ -59,7 +59,7 @@ def read(token: str) -> dict[str, Any] | None:
 
 def update(
     token: str,
-    data: Mapping[Any, Any],
+    data: dict[Any, Any],
     ttl: int | None = None,
     silence_read: int | None = None,
 ) -> bool:

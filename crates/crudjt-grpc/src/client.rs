@@ -72,11 +72,13 @@ pub enum ClientError {
 impl ClientError {
     fn from_status(target: &Target, status: Status) -> ClientError {
         // A failure to reach the master carries the transport error as its
-        // source; the master's own statuses carry none.
+        // source; the master's own statuses carry none. A connection the
+        // master dropped (it died or stopped) surfaces as Unknown with the
+        // transport error as its source: the master is unreachable too.
         let transport = std::error::Error::source(&status);
         match (status.code(), transport) {
             (Code::InvalidArgument, _) => ClientError::InvalidArgument(status.message().to_owned()),
-            (Code::Unavailable, Some(cause)) => ClientError::NotConnected {
+            (Code::Unavailable | Code::Unknown, Some(cause)) => ClientError::NotConnected {
                 target: target.to_string(),
                 reason: source_chain(cause),
             },
@@ -112,7 +114,7 @@ fn wire(limit: Option<u64>) -> i64 {
     limit.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-fn not_connected(target: &Target, reason: String) -> ClientError {
+pub(crate) fn not_connected(target: &Target, reason: String) -> ClientError {
     ClientError::NotConnected {
         target: target.to_string(),
         reason,
@@ -391,93 +393,6 @@ fn parse_read_result(packed: &[u8]) -> Result<Option<Entry<Vec<u8>>>, ClientErro
         ttl: entry.ttl,
         silence_read: entry.silence_read,
     }))
-}
-
-fn client_runtime(target: &Target) -> Result<tokio::runtime::Runtime, ClientError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| not_connected(target, format!("cannot start the client runtime: {e}")))
-}
-
-/// A blocking client for code without an async runtime. It owns a small
-/// runtime; calls from many threads at once are fine.
-pub struct BlockingClient {
-    runtime: tokio::runtime::Runtime,
-    client: Client,
-}
-
-impl BlockingClient {
-    /// Connects to the master.
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::connect`], or when the runtime cannot start.
-    pub fn connect(target: Target) -> Result<BlockingClient, ClientError> {
-        let runtime = client_runtime(&target)?;
-        let client = runtime.block_on(Client::connect(target))?;
-        Ok(BlockingClient { runtime, client })
-    }
-
-    /// Like [`Client::connect_lazy`]: connects on the first call.
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::connect_lazy`], or when the runtime cannot start.
-    pub fn connect_lazy(target: Target) -> Result<BlockingClient, ClientError> {
-        let runtime = client_runtime(&target)?;
-        let client = {
-            let _entered = runtime.enter();
-            Client::connect_lazy(target)?
-        };
-        Ok(BlockingClient { runtime, client })
-    }
-
-    /// See [`Client::create`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::create`].
-    pub fn create(&self, packed: &[u8], limits: Limits) -> Result<String, ClientError> {
-        self.runtime.block_on(self.client.create(packed, limits))
-    }
-
-    /// See [`Client::read`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::read`].
-    pub fn read(&self, token: &str) -> Result<Option<Entry<Vec<u8>>>, ClientError> {
-        self.runtime.block_on(self.client.read(token))
-    }
-
-    /// See [`Client::update`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::update`].
-    pub fn update(&self, token: &str, packed: &[u8], limits: Limits) -> Result<bool, ClientError> {
-        self.runtime
-            .block_on(self.client.update(token, packed, limits))
-    }
-
-    /// See [`Client::delete`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::delete`].
-    pub fn delete(&self, token: &str) -> Result<bool, ClientError> {
-        self.runtime.block_on(self.client.delete(token))
-    }
-
-    /// See [`Client::stats`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::stats`].
-    pub fn stats(&self) -> Result<StatsResponse, ClientError> {
-        self.runtime.block_on(self.client.stats())
-    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod blocking;
 mod client;
 mod serve;
 mod service;
@@ -30,7 +31,8 @@ pub mod proto {
     pub const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 }
 
-pub use client::{BlockingClient, Client, ClientError, Target};
+pub use blocking::BlockingClient;
+pub use client::{Client, ClientError, Target};
 pub use serve::{ServeOptions, Served, serve};
 pub use service::{Master, stats_message};
 /// gRPC status codes, as [`ClientError::Server`] reports them.

@@ -44,12 +44,15 @@ fn limit(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> 
     }
 }
 
-/// A token argument: a str. Whether it is empty is left to the store and
-/// the client, which give the same message.
-pub fn token<'a, 'py>(value: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyString>> {
-    value.cast::<PyString>().map_err(|_| {
+/// A token argument: a str. `None` for a str that is not valid UTF-8 (it
+/// holds a lone surrogate): no token looks like that, so the call simply
+/// finds nothing. Whether it is empty is left to the store and the client,
+/// which give the same message.
+pub fn token<'a>(value: &'a Bound<'_, PyAny>) -> PyResult<Option<&'a str>> {
+    let text = value.cast::<PyString>().map_err(|_| {
         PyValueError::new_err(format!("token must be a str, got {}", type_name(value)))
-    })
+    })?;
+    Ok(text.to_str().ok())
 }
 
 /// A duration in seconds, as Python code writes them.

@@ -104,7 +104,9 @@ impl PyClient {
         py: Python<'py>,
         token: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let token = args::token(token)?.to_str()?;
+        let Some(token) = args::token(token)? else {
+            return Ok(None);
+        };
         let Some(found) = py.detach(|| self.with(|c| c.read(token)))? else {
             return Ok(None);
         };
@@ -122,15 +124,20 @@ impl PyClient {
         ttl: Option<&Bound<'_, PyAny>>,
         silence_read: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let token = args::token(token)?.to_str()?;
+        let token = args::token(token)?;
         let packed = convert::pack(data)?;
         let limits = args::limits(ttl, silence_read)?;
+        let Some(token) = token else {
+            return Ok(false);
+        };
         py.detach(|| self.with(|c| c.update(token, &packed, limits)))
     }
 
     /// Deletes a token.
     fn delete(&self, py: Python<'_>, token: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let token = args::token(token)?.to_str()?;
+        let Some(token) = args::token(token)? else {
+            return Ok(false);
+        };
         py.detach(|| self.with(|c| c.delete(token)))
     }
 

@@ -389,11 +389,10 @@ impl<'a> Reader<'a> {
                 Ok(list) => list.to_tuple().into_any(),
                 Err(_) => key,
             };
-            if key.is_instance_of::<PyDict>() {
-                return Err(malformed("a map is used as a map key"));
-            }
             let value = self.value(py, depth)?;
-            dict.set_item(key, value)?;
+            // A map, or an array holding one, cannot be a dict key.
+            dict.set_item(key, value)
+                .map_err(|_| malformed("a map key has no Python equivalent"))?;
         }
         Ok(dict.into_any())
     }

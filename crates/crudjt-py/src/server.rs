@@ -31,12 +31,9 @@ impl Server {
     /// When the runtime cannot start or a listener cannot be bound.
     pub fn start(store: Arc<Store>, options: ServeOptions) -> io::Result<Server> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(
-                std::env::var("CRUDJT_WORKERS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(2),
-            )
+            // Two workers serve several connected processes in parallel
+            // while leaving the application's own threads room.
+            .worker_threads(2)
             .thread_name("crudjt-master")
             .enable_all()
             .build()?;

@@ -190,7 +190,9 @@ impl PyStore {
         py: Python<'py>,
         token: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let token = args::token(token)?.to_str()?;
+        let Some(token) = args::token(token)? else {
+            return Ok(None);
+        };
         let Some(found) = py.detach(|| self.shared.with(|s| s.read_shared(token)))? else {
             return Ok(None);
         };
@@ -208,9 +210,12 @@ impl PyStore {
         ttl: Option<&Bound<'_, PyAny>>,
         silence_read: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let token = args::token(token)?.to_str()?;
+        let token = args::token(token)?;
         let packed: Arc<[u8]> = convert::pack(data)?.into();
         let limits = args::limits(ttl, silence_read)?;
+        let Some(token) = token else {
+            return Ok(false);
+        };
         let shared = packed.clone();
         let updated = py.detach(|| self.shared.with(|s| s.update_shared(token, shared, limits)))?;
         if updated {
@@ -221,7 +226,9 @@ impl PyStore {
 
     /// Deletes a token.
     fn delete(&self, py: Python<'_>, token: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let token = args::token(token)?.to_str()?;
+        let Some(token) = args::token(token)? else {
+            return Ok(false);
+        };
         py.detach(|| self.shared.with(|s| s.delete(token)))
     }
 

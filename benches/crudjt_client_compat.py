@@ -5,6 +5,10 @@ Not part of the test suite: it needs the published package from PyPI.
     python3 -m venv /tmp/crudjt-ref && /tmp/crudjt-ref/bin/pip install crudjt==1.0.1
     CRUDJT_SECRET_KEY=$(crudjt keygen) crudjt serve --store-path /tmp/compat-store --port 50061 &
     /tmp/crudjt-ref/bin/python benches/crudjt_client_compat.py 50061
+
+Against this project's Python master instead of `crudjt serve`:
+
+    python benches/python_vs_crudjt.py master --store /tmp/compat-store --port 50061
 """
 import sys
 from crudjt import CRUDJT

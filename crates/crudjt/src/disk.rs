@@ -14,11 +14,12 @@
 use std::path::{Path, PathBuf};
 
 use aes_gcm_siv::Aes256GcmSiv;
-use parking_lot::RwLock;
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 use redb::{
     CompactionMode, Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition,
     WriteTransaction,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, OpenError};
 use crate::key::Keys;
@@ -45,8 +46,13 @@ const PAGE_CACHE_BYTES: usize = 96 << 20;
 /// The open B-tree file.
 pub(crate) struct Disk {
     /// Shared by readers and the flusher; taken exclusively only to compact,
-    /// which redb allows with no transaction open.
-    db: RwLock<Database>,
+    /// which redb allows with no transaction open, and to reopen. `None`
+    /// only between a failed reopen and the next try.
+    db: RwLock<Option<Database>>,
+    /// Set when a commit failed on I/O: redb then refuses every later
+    /// transaction (`PreviousIo`) until the file is opened again, so the
+    /// next commit reopens it first.
+    failed_io: AtomicBool,
     file: PathBuf,
 }
 
@@ -143,6 +149,13 @@ fn claim_epoch(
     Ok(Ok((epoch, next_id, records)))
 }
 
+fn open_file(file: &Path) -> Result<Database, DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(PAGE_CACHE_BYTES)
+        .set_repair_callback(|_| tracing::warn!("store file was not closed cleanly, repairing"))
+        .create(file)
+}
+
 fn begin(db: &Database) -> Result<WriteTransaction, redb::TransactionError> {
     let mut txn = db.begin_write()?;
     // Quick repair saves the allocator state with each commit, so a store
@@ -158,14 +171,10 @@ impl Disk {
             path: file.into(),
             source,
         };
-        let db = redb::Builder::new()
-            .set_cache_size(PAGE_CACHE_BYTES)
-            .set_repair_callback(|_| tracing::warn!("store file was not closed cleanly, repairing"))
-            .create(file)
-            .map_err(|err| match err {
-                DatabaseError::DatabaseAlreadyOpen => OpenError::AlreadyOpen { path: file.into() },
-                other => storage(other.into()),
-            })?;
+        let db = open_file(file).map_err(|err| match err {
+            DatabaseError::DatabaseAlreadyOpen => OpenError::AlreadyOpen { path: file.into() },
+            other => storage(other.into()),
+        })?;
         let txn = begin(&db).map_err(|e| storage(e.into()))?;
         let claimed = claim_epoch(&txn, keys).map_err(storage)?;
         let (epoch, next_id, records) = claimed.map_err(|refusal| match refusal {
@@ -177,7 +186,8 @@ impl Disk {
         })?;
         txn.commit().map_err(|e| storage(e.into()))?;
         let disk = Disk {
-            db: RwLock::new(db),
+            db: RwLock::new(Some(db)),
+            failed_io: AtomicBool::new(false),
             file: file.into(),
         };
         Ok(Opened {
@@ -190,7 +200,7 @@ impl Disk {
 
     /// Fetches and opens record `id`, if it is on disk.
     pub(crate) fn load(&self, cipher: &Aes256GcmSiv, id: u64) -> Result<Option<Rec>, Error> {
-        let db = self.db.read();
+        let db = self.db()?;
         let txn = db.begin_read().map_err(Error::storage)?;
         let table = txn.open_table(RECORDS).map_err(Error::storage)?;
         match table.get(id).map_err(Error::storage)? {
@@ -204,7 +214,38 @@ impl Disk {
     /// `id_floor` to `next_id + ID_LEASE`. Returns the change in the number
     /// of rows.
     pub(crate) fn commit(&self, writes: &[Write], next_id: u64) -> Result<i64, Error> {
-        let db = self.db.read();
+        if self.failed_io.load(Ordering::SeqCst) {
+            self.reopen()?;
+        }
+        let committed = self.commit_once(writes, next_id);
+        if let Err(Error::Storage(err)) = &committed
+            && matches!(**err, redb::Error::Io(_) | redb::Error::PreviousIo)
+        {
+            self.failed_io.store(true, Ordering::SeqCst);
+        }
+        committed
+    }
+
+    /// Drops the database handle and opens the file again, as redb
+    /// requires after an I/O error. The file holds the last good commit;
+    /// the failed batch is still pending in memory and is committed again.
+    fn reopen(&self) -> Result<(), Error> {
+        let mut db = self.db.write();
+        // The old handle holds the file's lock: it must go first.
+        *db = None;
+        *db = Some(open_file(&self.file).map_err(Error::storage)?);
+        self.failed_io.store(false, Ordering::SeqCst);
+        tracing::info!(file = %self.file.display(), "store file reopened after an I/O error");
+        Ok(())
+    }
+
+    fn db(&self) -> Result<MappedRwLockReadGuard<'_, Database>, Error> {
+        RwLockReadGuard::try_map(self.db.read(), Option::as_ref)
+            .map_err(|_| Error::storage(redb::StorageError::PreviousIo))
+    }
+
+    fn commit_once(&self, writes: &[Write], next_id: u64) -> Result<i64, Error> {
+        let db = self.db()?;
         let txn = begin(&db).map_err(Error::storage)?;
         let mut delta = 0i64;
         {
@@ -255,7 +296,7 @@ impl Disk {
         after: Option<(u64, u64)>,
         limit: usize,
     ) -> Result<Vec<(u64, u64)>, Error> {
-        let db = self.db.read();
+        let db = self.db()?;
         let txn = db.begin_read().map_err(Error::storage)?;
         let table = txn.open_table(EXPIRY).map_err(Error::storage)?;
         let upper = (now_ms, u64::MAX);
@@ -279,6 +320,9 @@ impl Disk {
     /// disk access.
     pub(crate) fn compact(&self) -> Result<(), Error> {
         let mut db = self.db.write();
+        let db = db
+            .as_mut()
+            .ok_or(Error::storage(redb::StorageError::PreviousIo))?;
         // Each pass relocates what it can; stop when one finds nothing more.
         for _ in 0..16 {
             if !db
@@ -297,7 +341,7 @@ impl Disk {
     /// it compacted.
     pub(crate) fn compact_if_sparse(&self) -> Result<bool, Error> {
         let in_use = {
-            let db = self.db.read();
+            let db = self.db()?;
             let txn = db.begin_write().map_err(Error::storage)?;
             let stats = txn.stats().map_err(Error::storage)?;
             txn.abort().map_err(Error::storage)?;

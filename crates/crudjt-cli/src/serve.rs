@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 use crudjt::{Config, Durability, Store};
-use crudjt_grpc::{ServeOptions, Served};
+use crudjt_grpc::{PeerRule, ServeOptions, Served};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -53,6 +53,31 @@ pub struct ServeArgs {
     /// Also listen on this Unix domain socket, created owner-only (0600)
     #[arg(long, env = "CRUDJT_UNIX_SOCKET", value_name = "PATH")]
     unix_socket: Option<PathBuf>,
+    /// Permission bits of the Unix socket file, in octal (660 lets the
+    /// socket's group connect too)
+    #[arg(long, env = "CRUDJT_UNIX_SOCKET_MODE", default_value = "600",
+          value_parser = parse_mode, value_name = "OCTAL", requires = "unix_socket")]
+    unix_socket_mode: u32,
+    /// Accept on the Unix socket only processes running as one of these
+    /// user ids (comma-separated), as the kernel reports them
+    #[arg(
+        long,
+        env = "CRUDJT_UNIX_SOCKET_ALLOW_UID",
+        value_delimiter = ',',
+        value_name = "UID",
+        requires = "unix_socket"
+    )]
+    unix_socket_allow_uid: Vec<u32>,
+    /// Accept on the Unix socket only processes whose group id is one of
+    /// these (comma-separated); with --unix-socket-allow-uid, either will do
+    #[arg(
+        long,
+        env = "CRUDJT_UNIX_SOCKET_ALLOW_GID",
+        value_delimiter = ',',
+        value_name = "GID",
+        requires = "unix_socket"
+    )]
+    unix_socket_allow_gid: Vec<u32>,
     /// Listen only on --unix-socket, not on TCP
     #[arg(long, env = "CRUDJT_NO_TCP", requires = "unix_socket",
           value_parser = BoolishValueParser::new())]
@@ -121,9 +146,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Some(resolve(&args.host, args.port)?)
     };
+    let peers = (!args.unix_socket_allow_uid.is_empty() || !args.unix_socket_allow_gid.is_empty())
+        .then(|| PeerRule {
+            uids: args.unix_socket_allow_uid.clone(),
+            gids: args.unix_socket_allow_gid.clone(),
+        });
     let options = ServeOptions::new()
         .tcp(tcp)
-        .unix_socket(args.unix_socket.clone());
+        .unix_socket(args.unix_socket.clone())
+        .unix_socket_mode(args.unix_socket_mode)
+        .unix_peers(peers);
 
     let dir = crudjt::prepare_store_dir(args.store_path.as_deref())?;
     let (secret, key_source) = key::resolve(args.secret_key_file.as_deref(), &dir)?;
@@ -139,6 +171,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         key = %key_source,
         tcp = tcp.map(tracing::field::display),
         unix_socket = args.unix_socket.as_ref().map(|p| tracing::field::display(p.display())),
+        unix_socket_mode = %format_args!("{:o}", args.unix_socket_mode),
+        unix_socket_allow_uid = ?args.unix_socket_allow_uid,
+        unix_socket_allow_gid = ?args.unix_socket_allow_gid,
         durability = ?durability,
         flush_interval = %duration::show(args.flush_interval),
         cache_capacity = args.cache_capacity,
@@ -222,6 +257,13 @@ fn close(store: Arc<Store>) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not a file mode in octal, like 600 or 660"))
 }
 
 fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {

@@ -14,6 +14,7 @@ mod client;
 mod serve;
 mod service;
 mod status;
+mod unix;
 
 /// Generated protobuf types and service stubs.
 pub mod proto {
@@ -37,3 +38,4 @@ pub use serve::{ServeOptions, Served, serve};
 pub use service::{Master, stats_message};
 /// gRPC status codes, as [`ClientError::Server`] reports them.
 pub use tonic::Code;
+pub use unix::PeerRule;

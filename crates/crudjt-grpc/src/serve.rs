@@ -3,11 +3,11 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crudjt::Store;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -17,6 +17,7 @@ use tonic::transport::server::Router;
 use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::token::token_service_server::TokenServiceServer;
 use crate::service::Master;
+use crate::unix::{self, PeerRule};
 
 /// Bytes a request may add to its data (token, limits, framing).
 const MESSAGE_OVERHEAD: usize = 4096;
@@ -27,8 +28,14 @@ const MESSAGE_OVERHEAD: usize = 4096;
 pub struct ServeOptions {
     /// TCP address; `None` to serve only on the Unix socket.
     pub tcp: Option<SocketAddr>,
-    /// Unix domain socket path, created owner-only (mode 0600).
+    /// Unix domain socket path, created with `unix_socket_mode`.
     pub unix_socket: Option<PathBuf>,
+    /// The socket file's permission bits; 0600 (owner only) by default.
+    pub unix_socket_mode: u32,
+    /// Which connecting processes the Unix socket accepts, by their
+    /// kernel-reported credentials; everyone the file mode lets in when
+    /// `None`.
+    pub unix_peers: Option<PeerRule>,
 }
 
 impl ServeOptions {
@@ -37,6 +44,8 @@ impl ServeOptions {
         ServeOptions {
             tcp: Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
             unix_socket: None,
+            unix_socket_mode: 0o600,
+            unix_peers: None,
         }
     }
 
@@ -49,6 +58,18 @@ impl ServeOptions {
     /// Sets the Unix socket path.
     pub fn unix_socket(mut self, path: Option<PathBuf>) -> ServeOptions {
         self.unix_socket = path;
+        self
+    }
+
+    /// Sets the Unix socket's permission bits (only the low 9 are used).
+    pub fn unix_socket_mode(mut self, mode: u32) -> ServeOptions {
+        self.unix_socket_mode = mode & 0o777;
+        self
+    }
+
+    /// Accepts on the Unix socket only peers that `rule` allows.
+    pub fn unix_peers(mut self, rule: Option<PeerRule>) -> ServeOptions {
+        self.unix_peers = rule;
         self
     }
 }
@@ -133,9 +154,12 @@ pub async fn serve(
         servers.spawn(server);
     }
     if let Some(path) = &options.unix_socket {
-        let listener = bind_private_socket(path)?;
+        let listener = unix::bind(path, options.unix_socket_mode)?;
         served.unix_socket = Some(path.clone());
-        let incoming = UnixListenerStream::new(listener);
+        let incoming = unix::admitted(
+            UnixListenerStream::new(listener),
+            options.unix_peers.clone(),
+        );
         let server = router()?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         servers.spawn(server);
     }
@@ -176,47 +200,4 @@ fn flatten(
         Ok(Err(err)) => Err(io::Error::other(err)),
         Err(err) => Err(io::Error::other(err)),
     }
-}
-
-/// Binds a Unix socket that no one but its owner can ever connect to: it
-/// is bound inside a fresh owner-only directory, made mode 0600, and only
-/// then renamed to `path`.
-fn bind_private_socket(path: &Path) -> io::Result<UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-
-    let context = |what: &str, err: io::Error| {
-        io::Error::new(
-            err.kind(),
-            format!("cannot {what} unix socket {}: {err}", path.display()),
-        )
-    };
-    if path.exists() {
-        // A live socket belongs to another server; a dead one is left over
-        // from a crash and can go.
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            let err = io::Error::new(io::ErrorKind::AddrInUse, "another server is listening");
-            return Err(context("use", err));
-        }
-        std::fs::remove_file(path).map_err(|e| context("replace stale", e))?;
-    }
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let staging = parent.join(format!(".crudjt-socket-{}", std::process::id()));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&staging)
-        .map_err(|e| context("stage", e))?;
-    let staged = staging.join("socket");
-    let bound = UnixListener::bind(&staged)
-        .and_then(|listener| {
-            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
-            std::fs::rename(&staged, path)?;
-            Ok(listener)
-        })
-        .map_err(|e| context("bind", e));
-    let _ = std::fs::remove_file(&staged);
-    let _ = std::fs::remove_dir(&staging);
-    bound
 }

@@ -1,0 +1,101 @@
+//! Who may reach the master: the Unix socket's file mode and its peer
+//! credential rules, through the real `crudjt serve`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use crudjt::Limits;
+use crudjt_grpc::{Client, ClientError, Target};
+
+/// `{"a": 1}` as MessagePack.
+const DATA: &[u8] = &[0x81, 0xa1, b'a', 0x01];
+
+fn serve_on_socket(dir: &std::path::Path, extra: &[&str]) -> (common::Master, std::path::PathBuf) {
+    let path = dir.join("crudjt.sock");
+    let mut args = vec!["--no-tcp", "--unix-socket", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let env = [("CRUDJT_SECRET_KEY", common::KEY)];
+    (common::Master::start(&dir.join("store"), &args, &env), path)
+}
+
+/// This process's user and group ids, as the owner of a file it made.
+fn my_ids(dir: &std::path::Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let probe = dir.join("probe");
+    std::fs::write(&probe, b"").unwrap();
+    let meta = std::fs::metadata(&probe).unwrap();
+    (meta.uid(), meta.gid())
+}
+
+#[test]
+fn the_socket_mode_is_the_one_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, path) = serve_on_socket(dir.path(), &["--unix-socket-mode", "660"]);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    master.stop();
+
+    let run = common::run(&[
+        "serve",
+        "--unix-socket",
+        "x.sock",
+        "--unix-socket-mode",
+        "999",
+    ]);
+    assert_eq!(run.code(), 2, "{}", run.out());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_peer_is_served_and_any_other_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uid, gid) = my_ids(dir.path());
+
+    // Allowed by user id.
+    let allowed = uid.to_string();
+    let (master, path) = serve_on_socket(dir.path(), &["--unix-socket-allow-uid", &allowed]);
+    let client = Client::connect(Target::Unix(path.clone())).await.unwrap();
+    let token = client.create(DATA, Limits::NONE).await.unwrap();
+    assert_eq!(client.read(&token).await.unwrap().unwrap().data, DATA);
+    drop(client);
+    master.stop();
+
+    // Allowed by group id, with a user list that does not match.
+    let others = (uid + 1).to_string();
+    let group = gid.to_string();
+    let extra = [
+        "--unix-socket-allow-uid",
+        &others,
+        "--unix-socket-allow-gid",
+        &group,
+    ];
+    let (master, path) = serve_on_socket(dir.path(), &extra);
+    let client = Client::connect(Target::Unix(path.clone())).await.unwrap();
+    assert!(client.read(&token).await.unwrap().is_some());
+    drop(client);
+    master.stop();
+
+    // Neither matches: the connection is closed before any call, and the
+    // master logs who tried.
+    let extra = ["--unix-socket-allow-uid", &others];
+    let (master, path) = serve_on_socket(dir.path(), &extra);
+    let refused = match Client::connect(Target::Unix(path.clone())).await {
+        Ok(client) => client.read(&token).await.err(),
+        Err(err) => Some(err),
+    };
+    let err = refused.expect("a peer that is not allowed was served");
+    assert!(matches!(err, ClientError::NotConnected { .. }), "{err:?}");
+    let who = format!("\"uid\":{uid}");
+    let logged = || {
+        master
+            .logs()
+            .iter()
+            .any(|line| line.contains("refused a unix socket peer") && line.contains(&who))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !logged() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(logged(), "the refusal was not logged: {:?}", master.logs());
+    master.stop();
+}

@@ -78,6 +78,12 @@ pub struct ServeArgs {
         requires = "unix_socket"
     )]
     unix_socket_allow_gid: Vec<u32>,
+    /// Serve plain, unauthenticated gRPC on an address other machines can
+    /// reach. Without it, a --host that is not a loopback address is
+    /// refused, since anyone on the network could read every session
+    #[arg(long, env = "CRUDJT_ALLOW_INSECURE_REMOTE",
+          value_parser = BoolishValueParser::new())]
+    allow_insecure_remote: bool,
     /// Listen only on --unix-socket, not on TCP
     #[arg(long, env = "CRUDJT_NO_TCP", requires = "unix_socket",
           value_parser = BoolishValueParser::new())]
@@ -146,6 +152,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Some(resolve(&args.host, args.port)?)
     };
+    if let Some(addr) = tcp
+        && !addr.ip().is_loopback()
+        && !args.allow_insecure_remote
+    {
+        return Err(Invalid(format!(
+            "refusing to serve on {addr}: it is reachable from other machines, and this \
+             master has no TLS or client authentication yet, so anyone there could read \
+             and forge every session; serve on 127.0.0.1 or a Unix socket, or pass \
+             --allow-insecure-remote on a network you trust"
+        ))
+        .into());
+    }
+    if let Some(addr) = tcp.filter(|addr| !addr.ip().is_loopback()) {
+        tracing::warn!(
+            address = %addr,
+            "serving plain gRPC to the network (--allow-insecure-remote): anyone who can \
+             reach it can read and forge sessions"
+        );
+    }
     let peers = (!args.unix_socket_allow_uid.is_empty() || !args.unix_socket_allow_gid.is_empty())
         .then(|| PeerRule {
             uids: args.unix_socket_allow_uid.clone(),

@@ -99,3 +99,36 @@ async fn an_allowed_peer_is_served_and_any_other_is_refused() {
     assert!(logged(), "the refusal was not logged: {:?}", master.logs());
     master.stop();
 }
+
+#[test]
+fn a_network_address_needs_an_explicit_opt_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    let env = [("CRUDJT_SECRET_KEY", common::KEY)];
+    let args = [
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+        "--store-path",
+        store_arg,
+    ];
+    let refused = common::run_with(&args, &env);
+    assert_eq!(refused.code(), 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("--allow-insecure-remote"),
+        "{refused:?}"
+    );
+    assert!(!store.exists(), "a refused start touched the store");
+
+    let args = ["--host", "0.0.0.0", "--allow-insecure-remote"];
+    let master = common::Master::start(&store, &args, &env);
+    let warned = master
+        .logs()
+        .iter()
+        .any(|line| line.contains("serving plain gRPC"));
+    assert!(warned, "no warning logged: {:?}", master.logs());
+    master.stop();
+}

@@ -84,6 +84,18 @@ pub struct ServeArgs {
     #[arg(long, env = "CRUDJT_ALLOW_INSECURE_REMOTE",
           value_parser = BoolishValueParser::new())]
     allow_insecure_remote: bool,
+    /// Connections held open at once, over TCP and the Unix socket; more
+    /// are closed as they arrive, and logged
+    #[arg(long, env = "CRUDJT_MAX_CONNECTIONS", value_name = "N",
+          default_value_t = ServeOptions::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
+    /// Calls one connection may have in flight; a client's further calls
+    /// wait for its own, so one client cannot starve the rest
+    #[arg(long, env = "CRUDJT_MAX_CONCURRENT_CALLS", value_name = "N",
+          default_value_t = ServeOptions::DEFAULT_MAX_CONCURRENT_CALLS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_calls: u32,
     /// Listen only on --unix-socket, not on TCP
     #[arg(long, env = "CRUDJT_NO_TCP", requires = "unix_socket",
           value_parser = BoolishValueParser::new())]
@@ -180,7 +192,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .tcp(tcp)
         .unix_socket(args.unix_socket.clone())
         .unix_socket_mode(args.unix_socket_mode)
-        .unix_peers(peers);
+        .unix_peers(peers)
+        .max_connections(args.max_connections)
+        .max_concurrent_calls(args.max_concurrent_calls);
 
     let dir = crudjt::prepare_store_dir(args.store_path.as_deref())?;
     let (secret, key_source) = key::resolve(args.secret_key_file.as_deref(), &dir)?;
@@ -199,6 +213,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         unix_socket_mode = %format_args!("{:o}", args.unix_socket_mode),
         unix_socket_allow_uid = ?args.unix_socket_allow_uid,
         unix_socket_allow_gid = ?args.unix_socket_allow_gid,
+        max_connections = args.max_connections,
+        max_concurrent_calls = args.max_concurrent_calls,
         durability = ?durability,
         flush_interval = %duration::show(args.flush_interval),
         cache_capacity = args.cache_capacity,

@@ -132,3 +132,54 @@ fn a_network_address_needs_an_explicit_opt_in() {
     assert!(warned, "no warning logged: {:?}", master.logs());
     master.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_refused_until_one_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("CRUDJT_SECRET_KEY", common::KEY)];
+    let args = ["--max-connections", "2"];
+    let master = common::Master::start(&dir.path().join("store"), &args, &env);
+    let target = Target::Tcp {
+        host: "127.0.0.1".into(),
+        port: master.port.unwrap(),
+    };
+
+    let first = Client::connect(target.clone()).await.unwrap();
+    let second = Client::connect(target.clone()).await.unwrap();
+    let token = first.create(DATA, Limits::NONE).await.unwrap();
+    assert!(second.read(&token).await.unwrap().is_some());
+
+    let third = match Client::connect(target.clone()).await {
+        Ok(client) => client.read(&token).await.err(),
+        Err(err) => Some(err),
+    };
+    let err = third.expect("a third connection was served");
+    assert!(matches!(err, ClientError::NotConnected { .. }), "{err:?}");
+    // The two admitted clients are unaffected.
+    assert!(first.read(&token).await.unwrap().is_some());
+
+    drop(second);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let attempt = match Client::connect(target.clone()).await {
+            Ok(client) => client.read(&token).await.map(|found| found.is_some()),
+            Err(err) => Err(err),
+        };
+        match attempt {
+            Ok(found) => {
+                assert!(found);
+                break;
+            }
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("no slot came free after a client left: {err}"),
+        }
+    }
+    let logged = master
+        .logs()
+        .iter()
+        .any(|line| line.contains("refused a connection"));
+    assert!(logged, "the refusal was not logged");
+    master.stop();
+}

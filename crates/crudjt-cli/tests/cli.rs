@@ -33,6 +33,8 @@ fn every_subcommand_has_complete_help() {
                 "--unix-socket-allow-uid",
                 "--unix-socket-allow-gid",
                 "--allow-insecure-remote",
+                "--max-connections",
+                "--max-concurrent-calls",
                 "--no-tcp",
                 "--secret-key-file",
                 "CRUDJT_SECRET_KEY",

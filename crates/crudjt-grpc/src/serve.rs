@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use crudjt::Store;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
+use crate::limit;
 use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::token::token_service_server::TokenServiceServer;
 use crate::service::Master;
@@ -36,16 +37,29 @@ pub struct ServeOptions {
     /// kernel-reported credentials; everyone the file mode lets in when
     /// `None`.
     pub unix_peers: Option<PeerRule>,
+    /// Connections held open at once, over all listeners; more are closed
+    /// as they arrive.
+    pub max_connections: usize,
+    /// Calls one connection may have in flight (HTTP/2 concurrent streams);
+    /// a client's further calls wait for its own to finish.
+    pub max_concurrent_calls: u32,
 }
 
 impl ServeOptions {
-    /// Listen on `127.0.0.1:50051` only.
+    /// Default for [`ServeOptions::max_connections`].
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    /// Default for [`ServeOptions::max_concurrent_calls`].
+    pub const DEFAULT_MAX_CONCURRENT_CALLS: u32 = 128;
+
+    /// Listen on `127.0.0.1:50051` only, with the default limits.
     pub fn new() -> ServeOptions {
         ServeOptions {
             tcp: Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
             unix_socket: None,
             unix_socket_mode: 0o600,
             unix_peers: None,
+            max_connections: ServeOptions::DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_calls: ServeOptions::DEFAULT_MAX_CONCURRENT_CALLS,
         }
     }
 
@@ -70,6 +84,18 @@ impl ServeOptions {
     /// Accepts on the Unix socket only peers that `rule` allows.
     pub fn unix_peers(mut self, rule: Option<PeerRule>) -> ServeOptions {
         self.unix_peers = rule;
+        self
+    }
+
+    /// Sets [`ServeOptions::max_connections`] (at least 1).
+    pub fn max_connections(mut self, limit: usize) -> ServeOptions {
+        self.max_connections = limit.max(1);
+        self
+    }
+
+    /// Sets [`ServeOptions::max_concurrent_calls`] (at least 1).
+    pub fn max_concurrent_calls(mut self, limit: u32) -> ServeOptions {
+        self.max_concurrent_calls = limit.max(1);
         self
     }
 }
@@ -124,6 +150,7 @@ pub async fn serve(
             .max_encoding_message_size(limit);
         Ok(Server::builder()
             .tcp_nodelay(true)
+            .max_concurrent_streams(options.max_concurrent_calls)
             .add_service(health.clone())
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -131,6 +158,7 @@ pub async fn serve(
             .add_service(tokens))
     };
 
+    let slots = Arc::new(Semaphore::new(options.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -150,6 +178,7 @@ pub async fn serve(
             stream.set_nodelay(true)?;
             Ok::<_, io::Error>(stream)
         });
+        let incoming = limit::counted(incoming, slots.clone(), options.max_connections);
         let server = router()?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         servers.spawn(server);
     }
@@ -160,6 +189,7 @@ pub async fn serve(
             UnixListenerStream::new(listener),
             options.unix_peers.clone(),
         );
+        let incoming = limit::counted(incoming, slots.clone(), options.max_connections);
         let server = router()?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         servers.spawn(server);
     }

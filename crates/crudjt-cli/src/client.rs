@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use clap::Args;
 use crudjt::Limits;
 use crudjt_grpc::proto::admin::StatsResponse;
-use crudjt_grpc::{BlockingClient, Target};
+use crudjt_grpc::{BlockingClient, Security, Target};
 use serde_json::json;
 
 use crate::exit::{CLIENT_HELP, Invalid};
 use crate::json;
+use crate::secure;
 
 /// How a client command ended, when it did not fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +35,33 @@ pub struct Connect {
     /// Reach the master on this Unix domain socket instead of TCP
     #[arg(long, env = "CRUDJT_UNIX_SOCKET", value_name = "PATH")]
     unix_socket: Option<PathBuf>,
+    /// Connect with TLS, trusting this CA certificate (PEM) for the master
+    #[arg(long, env = "CRUDJT_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// The name the master's certificate must carry [default: --host]
+    #[arg(
+        long,
+        env = "CRUDJT_TLS_DOMAIN",
+        value_name = "NAME",
+        requires = "tls_ca"
+    )]
+    tls_domain: Option<String>,
+    /// Client certificate (PEM), for a master that requires one
+    #[arg(long, env = "CRUDJT_TLS_CERT", value_name = "PEM",
+          requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(
+        long,
+        env = "CRUDJT_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// File holding the auth token the master requires (else the
+    /// environment variable CRUDJT_AUTH_TOKEN)
+    #[arg(long, env = "CRUDJT_AUTH_TOKEN_FILE", value_name = "PATH")]
+    auth_token_file: Option<PathBuf>,
 }
 
 impl Connect {
@@ -48,8 +76,28 @@ impl Connect {
         }
     }
 
+    /// TLS and credentials from the flags.
+    pub fn security(&self) -> anyhow::Result<Security> {
+        let mut security = Security::none();
+        if let Some(ca) = &self.tls_ca {
+            security.tls_ca = Some(secure::pem("--tls-ca", ca)?);
+        }
+        security.tls_domain = self.tls_domain.clone();
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            security.tls_identity = Some((
+                secure::pem("--tls-cert", cert)?,
+                secure::pem("--tls-key", key)?,
+            ));
+        }
+        security.auth_token = secure::auth_token(self.auth_token_file.as_deref())?;
+        Ok(security)
+    }
+
     fn client(&self) -> anyhow::Result<BlockingClient> {
-        Ok(BlockingClient::connect(self.target())?)
+        Ok(BlockingClient::connect_with(
+            self.target(),
+            &self.security()?,
+        )?)
     }
 }
 

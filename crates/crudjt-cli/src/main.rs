@@ -12,6 +12,7 @@ mod duration;
 mod exit;
 mod json;
 mod key;
+mod secure;
 mod serve;
 
 use std::process::ExitCode;

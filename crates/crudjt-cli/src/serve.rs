@@ -10,13 +10,14 @@ use anyhow::Context;
 use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 use crudjt::{Config, Durability, Store};
-use crudjt_grpc::{PeerRule, ServeOptions, Served};
+use crudjt_grpc::{PeerRule, ServeOptions, Served, ServerTls};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::duration;
 use crate::exit::Invalid;
 use crate::key;
+use crate::secure;
 
 /// How long stopping may wait for in-flight calls and their tasks.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -78,9 +79,38 @@ pub struct ServeArgs {
         requires = "unix_socket"
     )]
     unix_socket_allow_gid: Vec<u32>,
-    /// Serve plain, unauthenticated gRPC on an address other machines can
-    /// reach. Without it, a --host that is not a loopback address is
-    /// refused, since anyone on the network could read every session
+    /// Serve TCP with TLS, with this certificate chain (PEM)
+    #[arg(
+        long,
+        env = "CRUDJT_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(
+        long,
+        env = "CRUDJT_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Require TLS clients to present a certificate signed by this CA (PEM)
+    #[arg(
+        long,
+        env = "CRUDJT_TLS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
+    /// Require every call to carry the auth token in this file
+    /// (`authorization: Bearer <token>`), else in CRUDJT_AUTH_TOKEN; at
+    /// least 16 printable characters, like `openssl rand -hex 32`
+    #[arg(long, env = "CRUDJT_AUTH_TOKEN_FILE", value_name = "PATH")]
+    auth_token_file: Option<PathBuf>,
+    /// Serve on an address other machines can reach without TLS and
+    /// client authentication. Without it, a --host that is not a loopback
+    /// address needs --tls-cert and --tls-client-ca or an auth token
     #[arg(long, env = "CRUDJT_ALLOW_INSECURE_REMOTE",
           value_parser = BoolishValueParser::new())]
     allow_insecure_remote: bool,
@@ -164,25 +194,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Some(resolve(&args.host, args.port)?)
     };
-    if let Some(addr) = tcp
-        && !addr.ip().is_loopback()
-        && !args.allow_insecure_remote
-    {
-        return Err(Invalid(format!(
-            "refusing to serve on {addr}: it is reachable from other machines, and this \
-             master has no TLS or client authentication yet, so anyone there could read \
-             and forge every session; serve on 127.0.0.1 or a Unix socket, or pass \
-             --allow-insecure-remote on a network you trust"
-        ))
-        .into());
-    }
-    if let Some(addr) = tcp.filter(|addr| !addr.ip().is_loopback()) {
-        tracing::warn!(
-            address = %addr,
-            "serving plain gRPC to the network (--allow-insecure-remote): anyone who can \
-             reach it can read and forge sessions"
-        );
-    }
     let peers = (!args.unix_socket_allow_uid.is_empty() || !args.unix_socket_allow_gid.is_empty())
         .then(|| PeerRule {
             uids: args.unix_socket_allow_uid.clone(),
@@ -194,7 +205,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .unix_socket_mode(args.unix_socket_mode)
         .unix_peers(peers)
         .max_connections(args.max_connections)
-        .max_concurrent_calls(args.max_concurrent_calls);
+        .max_concurrent_calls(args.max_concurrent_calls)
+        .tls(server_tls(&args)?)
+        .auth_token(secure::auth_token(args.auth_token_file.as_deref())?);
+    check_exposure(&options, args.allow_insecure_remote)?;
 
     let dir = crudjt::prepare_store_dir(args.store_path.as_deref())?;
     let (secret, key_source) = key::resolve(args.secret_key_file.as_deref(), &dir)?;
@@ -213,6 +227,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         unix_socket_mode = %format_args!("{:o}", args.unix_socket_mode),
         unix_socket_allow_uid = ?args.unix_socket_allow_uid,
         unix_socket_allow_gid = ?args.unix_socket_allow_gid,
+        tls = options.tls.is_some(),
+        tls_client_cert = options.tls.as_ref().is_some_and(ServerTls::requires_client_cert),
+        auth_token = options.auth_token.is_some(),
         max_connections = args.max_connections,
         max_concurrent_calls = args.max_concurrent_calls,
         durability = ?durability,
@@ -298,6 +315,56 @@ fn close(store: Arc<Store>) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn server_tls(args: &ServeArgs) -> anyhow::Result<Option<ServerTls>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let tls = ServerTls::new(
+        secure::pem("--tls-cert", cert)?,
+        secure::pem("--tls-key", key)?,
+    );
+    Ok(Some(match &args.tls_client_ca {
+        Some(ca) => tls.require_client_cert(secure::pem("--tls-client-ca", ca)?),
+        None => tls,
+    }))
+}
+
+/// A TCP address other machines can reach needs TLS, so that sessions do
+/// not cross the network in the clear, and client authentication, so that
+/// not everyone who can reach it can read and forge them; unless the
+/// operator explicitly accepts the risk.
+fn check_exposure(options: &ServeOptions, allow_insecure: bool) -> anyhow::Result<()> {
+    let Some(addr) = options.tcp.filter(|addr| !addr.ip().is_loopback()) else {
+        return Ok(());
+    };
+    let secured = options.tls.is_some() && options.authenticates_clients();
+    if secured {
+        return Ok(());
+    }
+    if !allow_insecure {
+        let missing = match (options.tls.is_some(), options.authenticates_clients()) {
+            (false, false) => "TLS and client authentication",
+            (false, true) => "TLS",
+            _ => "client authentication",
+        };
+        return Err(Invalid(format!(
+            "refusing to serve on {addr} without {missing}: it is reachable from other \
+             machines, where anyone could read or forge sessions; give --tls-cert and \
+             --tls-key, and --tls-client-ca or an auth token, serve on 127.0.0.1 or a \
+             Unix socket, or pass --allow-insecure-remote on a network you trust"
+        ))
+        .into());
+    }
+    tracing::warn!(
+        address = %addr,
+        tls = options.tls.is_some(),
+        client_auth = options.authenticates_clients(),
+        "serving to the network without TLS or client authentication \
+         (--allow-insecure-remote): anyone who can reach it can read or forge sessions"
+    );
+    Ok(())
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {

@@ -128,7 +128,7 @@ fn a_network_address_needs_an_explicit_opt_in() {
     let warned = master
         .logs()
         .iter()
-        .any(|line| line.contains("serving plain gRPC"));
+        .any(|line| line.contains("serving to the network without TLS"));
     assert!(warned, "no warning logged: {:?}", master.logs());
     master.stop();
 }

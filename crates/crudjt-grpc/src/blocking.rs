@@ -18,6 +18,7 @@ use tokio::runtime::Runtime;
 
 use crate::client::{Client, ClientError, Target, not_connected};
 use crate::proto::admin::StatsResponse;
+use crate::security::Security;
 
 /// How often an idle connection is looked after.
 const IDLE_TICK: Duration = Duration::from_millis(50);
@@ -46,8 +47,22 @@ impl BlockingClient {
     ///
     /// As [`Client::connect`], or when the runtime cannot start.
     pub fn connect(target: Target) -> Result<BlockingClient, ClientError> {
+        BlockingClient::connect_with(target, &Security::none())
+    }
+
+    /// Like [`Client::connect_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect_with`], or when the runtime cannot start.
+    pub fn connect_with(
+        target: Target,
+        security: &Security,
+    ) -> Result<BlockingClient, ClientError> {
         let shared = Shared::new(&target)?;
-        let client = shared.runtime.block_on(Client::connect(target.clone()))?;
+        let client = shared
+            .runtime
+            .block_on(Client::connect_with(target.clone(), security))?;
         BlockingClient::start(shared, client, &target)
     }
 
@@ -57,10 +72,22 @@ impl BlockingClient {
     ///
     /// As [`Client::connect_lazy`], or when the runtime cannot start.
     pub fn connect_lazy(target: Target) -> Result<BlockingClient, ClientError> {
+        BlockingClient::connect_lazy_with(target, &Security::none())
+    }
+
+    /// Like [`Client::connect_lazy_with`]: connects on the first call.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect_lazy_with`], or when the runtime cannot start.
+    pub fn connect_lazy_with(
+        target: Target,
+        security: &Security,
+    ) -> Result<BlockingClient, ClientError> {
         let shared = Shared::new(&target)?;
         let client = {
             let _entered = shared.runtime.enter();
-            Client::connect_lazy(target.clone())?
+            Client::connect_lazy_with(target.clone(), security)?
         };
         BlockingClient::start(shared, client, &target)
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crudjt::{Entry, Limits, MAX_DATA_SIZE_LIMIT};
 use hyper_util::rt::TokioIo;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 
@@ -14,6 +15,7 @@ use crate::proto::token::token_service_client::TokenServiceClient;
 use crate::proto::token::{
     CreateTokenRequest, DeleteTokenRequest, ReadTokenRequest, UpdateTokenRequest,
 };
+use crate::security::{Security, SendToken};
 use crate::service::NIL;
 
 /// Where the master listens.
@@ -73,14 +75,24 @@ impl ClientError {
     fn from_status(target: &Target, status: Status) -> ClientError {
         // A failure to reach the master carries the transport error as its
         // source; the master's own statuses carry none. A connection the
-        // master dropped (it died or stopped) surfaces as Unknown with the
-        // transport error as its source: the master is unreachable too.
+        // master dropped (it died or stopped) surfaces as Unknown, and one
+        // that does not speak the same protocol (plain gRPC to a TLS
+        // master) as Internal, each with the transport error as its
+        // source: the master is unreachable for this client either way.
         let transport = std::error::Error::source(&status);
         match (status.code(), transport) {
             (Code::InvalidArgument, _) => ClientError::InvalidArgument(status.message().to_owned()),
-            (Code::Unavailable | Code::Unknown, Some(cause)) => ClientError::NotConnected {
+            (Code::Unavailable | Code::Unknown | Code::Internal, Some(cause)) => {
+                ClientError::NotConnected {
+                    target: target.to_string(),
+                    reason: source_chain(cause),
+                }
+            }
+            // The master never cancels a call itself: this is a connection
+            // it closed, for one because it holds its connection limit.
+            (Code::Cancelled, _) => ClientError::NotConnected {
                 target: target.to_string(),
-                reason: source_chain(cause),
+                reason: format!("the master closed the connection ({})", status.message()),
             },
             (code, _) => ClientError::Server {
                 code,
@@ -121,13 +133,27 @@ pub(crate) fn not_connected(target: &Target, reason: String) -> ClientError {
     }
 }
 
-fn endpoint(target: &Target) -> Result<Endpoint, ClientError> {
+fn endpoint(target: &Target, security: &Security) -> Result<Endpoint, ClientError> {
     match target {
-        Target::Tcp { .. } => Ok(Endpoint::from_shared(format!("http://{target}"))
-            .map_err(|e| not_connected(target, e.to_string()))?
-            .tcp_nodelay(true)),
+        Target::Tcp { .. } => {
+            let tls = security.tls_config();
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let endpoint = Endpoint::from_shared(format!("{scheme}://{target}"))
+                .map_err(|e| not_connected(target, e.to_string()))?
+                .tcp_nodelay(true);
+            match tls {
+                Some(tls) => endpoint.tls_config(tls).map_err(|e| {
+                    not_connected(
+                        target,
+                        format!("cannot use the TLS settings: {}", source_chain(&e)),
+                    )
+                }),
+                None => Ok(endpoint),
+            }
+        }
         // The URI is required by the API but unused: the connector dials the
-        // socket.
+        // socket. A Unix socket is local: file mode and peer credentials
+        // guard it, not TLS.
         Target::Unix(_) => Ok(Endpoint::from_static("http://localhost")),
     }
 }
@@ -170,8 +196,8 @@ fn unix_connector(
 #[derive(Clone)]
 pub struct Client {
     target: Target,
-    tokens: TokenServiceClient<Channel>,
-    admin: AdminClient<Channel>,
+    tokens: TokenServiceClient<InterceptedService<Channel, SendToken>>,
+    admin: AdminClient<InterceptedService<Channel, SendToken>>,
 }
 
 impl Client {
@@ -181,13 +207,23 @@ impl Client {
     ///
     /// [`ClientError::NotConnected`] when nothing answers at `target`.
     pub async fn connect(target: Target) -> Result<Client, ClientError> {
-        let endpoint = endpoint(&target)?;
+        Client::connect_with(target, &Security::none()).await
+    }
+
+    /// Connects to a master that uses TLS or requires credentials.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotConnected`] when nothing answers at `target`, the
+    /// TLS settings are unusable, or the handshake fails.
+    pub async fn connect_with(target: Target, security: &Security) -> Result<Client, ClientError> {
+        let endpoint = endpoint(&target, security)?;
         let channel = match &target {
             Target::Tcp { .. } => endpoint.connect().await,
             Target::Unix(path) => endpoint.connect_with_connector(unix_connector(path)).await,
         };
         let channel = channel.map_err(|e| not_connected(&target, source_chain(&e)))?;
-        Ok(Client::over(target, channel))
+        Ok(Client::over(target, channel, security))
     }
 
     /// A client that connects on its first call, and reconnects on later
@@ -201,19 +237,31 @@ impl Client {
     ///
     /// [`ClientError::NotConnected`] when `target` is not a valid address.
     pub fn connect_lazy(target: Target) -> Result<Client, ClientError> {
-        let endpoint = endpoint(&target)?;
+        Client::connect_lazy_with(target, &Security::none())
+    }
+
+    /// [`Client::connect_lazy`] to a master that uses TLS or requires
+    /// credentials.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotConnected`] when `target` is not a valid address
+    /// or the TLS settings are unusable.
+    pub fn connect_lazy_with(target: Target, security: &Security) -> Result<Client, ClientError> {
+        let endpoint = endpoint(&target, security)?;
         let channel = match &target {
             Target::Tcp { .. } => endpoint.connect_lazy(),
             Target::Unix(path) => endpoint.connect_with_connector_lazy(unix_connector(path)),
         };
-        Ok(Client::over(target, channel))
+        Ok(Client::over(target, channel, security))
     }
 
-    fn over(target: Target, channel: Channel) -> Client {
+    fn over(target: Target, channel: Channel, security: &Security) -> Client {
+        let send = SendToken::new(security.auth_token.as_ref());
         Client {
             target,
-            tokens: TokenServiceClient::new(channel.clone()),
-            admin: AdminClient::new(channel),
+            tokens: TokenServiceClient::with_interceptor(channel.clone(), send.clone()),
+            admin: AdminClient::with_interceptor(channel, send),
         }
     }
 

@@ -11,6 +11,8 @@
 
 mod blocking;
 mod client;
+mod limit;
+mod security;
 mod serve;
 mod service;
 mod status;
@@ -34,6 +36,7 @@ pub mod proto {
 
 pub use blocking::BlockingClient;
 pub use client::{Client, ClientError, Target};
+pub use security::{AuthToken, AuthTokenError, Security, ServerTls};
 pub use serve::{ServeOptions, Served, serve};
 pub use service::{Master, stats_message};
 /// gRPC status codes, as [`ClientError::Server`] reports them.

@@ -11,12 +11,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
 use crate::limit;
 use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::token::token_service_server::TokenServiceServer;
+use crate::security::{AuthToken, RequireToken, ServerTls};
 use crate::service::Master;
 use crate::unix::{self, PeerRule};
 
@@ -43,6 +45,10 @@ pub struct ServeOptions {
     /// Calls one connection may have in flight (HTTP/2 concurrent streams);
     /// a client's further calls wait for its own to finish.
     pub max_concurrent_calls: u32,
+    /// TLS for the TCP listener; plain TCP when `None`.
+    pub tls: Option<ServerTls>,
+    /// A bearer secret every call must present, on every listener.
+    pub auth_token: Option<AuthToken>,
 }
 
 impl ServeOptions {
@@ -60,6 +66,8 @@ impl ServeOptions {
             unix_peers: None,
             max_connections: ServeOptions::DEFAULT_MAX_CONNECTIONS,
             max_concurrent_calls: ServeOptions::DEFAULT_MAX_CONCURRENT_CALLS,
+            tls: None,
+            auth_token: None,
         }
     }
 
@@ -91,6 +99,29 @@ impl ServeOptions {
     pub fn max_connections(mut self, limit: usize) -> ServeOptions {
         self.max_connections = limit.max(1);
         self
+    }
+
+    /// Serves TCP with TLS.
+    pub fn tls(mut self, tls: Option<ServerTls>) -> ServeOptions {
+        self.tls = tls;
+        self
+    }
+
+    /// Requires a bearer secret on every call.
+    pub fn auth_token(mut self, token: Option<AuthToken>) -> ServeOptions {
+        self.auth_token = token;
+        self
+    }
+
+    /// Whether a client must prove itself (a client certificate or a
+    /// bearer secret) before any call: what a master reachable from other
+    /// machines needs.
+    pub fn authenticates_clients(&self) -> bool {
+        self.auth_token.is_some()
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(ServerTls::requires_client_cert)
     }
 
     /// Sets [`ServeOptions::max_concurrent_calls`] (at least 1).
@@ -134,7 +165,7 @@ pub async fn serve(
     let master = Master::new(store);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<TokenServiceServer<Master>>().await;
-    let router = || -> io::Result<Router> {
+    let router = |tls: Option<&ServerTls>| -> io::Result<Router> {
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::DESCRIPTORS)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -148,13 +179,25 @@ pub async fn serve(
         let tokens = TokenServiceServer::new(master.clone())
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
-        Ok(Server::builder()
+        let require = RequireToken(options.auth_token.clone());
+        let tokens = InterceptedService::new(tokens, require.clone());
+        let admin = InterceptedService::new(AdminServer::new(master.clone()), require);
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls.config()).map_err(|err| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("cannot use the TLS certificate or key: {}", chain(&err)),
+                )
+            })?;
+        }
+        Ok(builder
             .tcp_nodelay(true)
             .max_concurrent_streams(options.max_concurrent_calls)
             .add_service(health.clone())
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(AdminServer::new(master.clone()))
+            .add_service(admin)
             .add_service(tokens))
     };
 
@@ -179,7 +222,8 @@ pub async fn serve(
             Ok::<_, io::Error>(stream)
         });
         let incoming = limit::counted(incoming, slots.clone(), options.max_connections);
-        let server = router()?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+        let server = router(options.tls.as_ref())?
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         servers.spawn(server);
     }
     if let Some(path) = &options.unix_socket {
@@ -190,7 +234,7 @@ pub async fn serve(
             options.unix_peers.clone(),
         );
         let incoming = limit::counted(incoming, slots.clone(), options.max_connections);
-        let server = router()?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+        let server = router(None)?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         servers.spawn(server);
     }
     if servers.is_empty() {
@@ -230,4 +274,17 @@ fn flatten(
         Ok(Err(err)) => Err(io::Error::other(err)),
         Err(err) => Err(io::Error::other(err)),
     }
+}
+
+/// An error and its causes on one line: rustls says what is wrong with a
+/// certificate in the innermost one.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -100,10 +100,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let target = args.connect.target();
+    let security = args.connect.security()?;
     let data_size = args.data_size as usize;
     let mut clients = Vec::new();
     for _ in 0..args.connections {
-        clients.push(Client::connect(target.clone()).await?);
+        clients.push(Client::connect_with(target.clone(), &security).await?);
     }
     let limit = clients[0].stats().await?.max_data_size as usize;
     if data_size > limit {

@@ -80,6 +80,11 @@ class Store:
         host: str | None = "127.0.0.1",
         port: int = 50051,
         unix_socket: str | os.PathLike[str] | None = None,
+        *,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_client_ca: str | os.PathLike[str] | None = None,
+        auth_token: str | None = None,
     ) -> tuple[str, int] | None: ...
     def stop_serving(self) -> None: ...
     def close(self) -> None: ...
@@ -106,6 +111,11 @@ class Client:
         port: int = 50051,
         *,
         unix_socket: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_domain: str | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        auth_token: str | None = None,
     ) -> None: ...
     def create(
         self, data: dict[Any, Any], ttl: int | None = None, silence_read: int | None = None

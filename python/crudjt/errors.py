@@ -4,7 +4,7 @@ The names match crudjt 1.0.x, so ``from crudjt.errors import
 InternalError`` keeps working.
 """
 
-__all__ = ["InternalError", "InvalidState", "MasterUnavailable"]
+__all__ = ["AccessDenied", "InternalError", "InvalidState", "MasterUnavailable"]
 
 
 class InternalError(Exception):
@@ -20,3 +20,8 @@ class InvalidState(Exception):
 
 class MasterUnavailable(InternalError, ConnectionError):
     """A connected process could not reach the master."""
+
+
+class AccessDenied(InternalError, PermissionError):
+    """The master refused this client's credentials (auth token or client
+    certificate)."""

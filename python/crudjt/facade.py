@@ -96,12 +96,18 @@ class Config:
         cache_capacity: int = 40_000,
         max_data_size: int = 256,
         sweep_interval: float = 86_400.0,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_client_ca: str | os.PathLike[str] | None = None,
+        auth_token: str | None = None,
     ) -> None:
         """Opens the store and serves it over gRPC from background threads.
 
         ``grpc_host=None`` serves no TCP (only ``unix_socket``, if given).
         The keyword-only options are this package's own; their defaults are
-        crudjt's behaviour.
+        crudjt's behaviour. ``tls_cert``/``tls_key`` (PEM files) serve TCP
+        over TLS, ``tls_client_ca`` requires client certificates from that
+        CA, and ``auth_token`` requires that secret on every call.
         """
         global _backend
         with cls._lock:
@@ -120,6 +126,10 @@ class Config:
                     grpc_host,
                     DEFAULT_GRPC_PORT if grpc_port is None else grpc_port,
                     unix_socket,
+                    tls_cert=tls_cert,
+                    tls_key=tls_key,
+                    tls_client_ca=tls_client_ca,
+                    auth_token=auth_token,
                 )
             except BaseException:
                 store.close()
@@ -140,15 +150,31 @@ class Config:
         grpc_port: int = DEFAULT_GRPC_PORT,
         *,
         unix_socket: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_domain: str | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        auth_token: str | None = None,
     ) -> None:
         """Sends every call to the master at ``grpc_host:grpc_port`` (or
         ``unix_socket``). Nothing is dialled until the first call, so the
         master may start later; a call while it is down raises
-        :class:`crudjt.errors.MasterUnavailable`."""
+        :class:`crudjt.errors.MasterUnavailable`. ``tls_ca`` (a PEM file)
+        connects with TLS, trusting that CA; ``tls_cert``/``tls_key`` present
+        a client certificate; ``auth_token`` is sent with every call."""
         global _backend
         with cls._lock:
             cls._refuse_second_start()
-            client = Client(grpc_host, grpc_port, unix_socket=unix_socket)
+            client = Client(
+                grpc_host,
+                grpc_port,
+                unix_socket=unix_socket,
+                tls_ca=tls_ca,
+                tls_domain=tls_domain,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                auth_token=auth_token,
+            )
             cls.settings = {
                 "grpc_host": grpc_host,
                 "grpc_port": grpc_port,

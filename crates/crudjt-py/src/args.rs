@@ -84,3 +84,14 @@ pub fn type_name(value: &Bound<'_, PyAny>) -> String {
         .name()
         .map_or_else(|_| "an unknown type".to_owned(), |n| n.to_string())
 }
+
+/// A PEM file named by the `name` argument.
+pub fn pem(name: &str, path: &std::path::Path) -> PyResult<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| PyValueError::new_err(format!("cannot read {name} {}: {e}", path.display())))
+}
+
+/// An auth token argument. The token never appears in the error.
+pub fn auth_token(text: &str) -> PyResult<crudjt_grpc::AuthToken> {
+    crudjt_grpc::AuthToken::new(text).map_err(|e| PyValueError::new_err(e.to_string()))
+}

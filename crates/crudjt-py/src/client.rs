@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use crudjt_grpc::{BlockingClient, ClientError, Target};
+use crudjt_grpc::{BlockingClient, ClientError, Security, Target};
 use parking_lot::RwLock;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -16,6 +17,7 @@ use crate::{args, convert, fork, stats};
 #[pyclass(module = "crudjt._native", name = "Client", frozen)]
 pub struct PyClient {
     target: Target,
+    security: Security,
     /// `None` once closed. As with the store, the lock is only taken while
     /// the GIL is released.
     conn: RwLock<Option<Connection>>,
@@ -28,10 +30,10 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(target: &Target) -> Result<Connection, ClientError> {
+    fn new(target: &Target, security: &Security) -> Result<Connection, ClientError> {
         Ok(Connection {
             born: fork::generation(),
-            client: BlockingClient::connect_lazy(target.clone())?,
+            client: BlockingClient::connect_lazy_with(target.clone(), security)?,
         })
     }
 }
@@ -54,7 +56,7 @@ impl PyClient {
             // Its runtime's threads stayed in the parent; dropping it here
             // would wait for them forever.
             std::mem::forget(stale);
-            *conn = Some(Connection::new(&self.target).map_err(errors::client)?);
+            *conn = Some(Connection::new(&self.target, &self.security).map_err(errors::client)?);
         }
         let conn = conn
             .as_ref()
@@ -68,8 +70,28 @@ impl PyClient {
     /// A client of the master at `host:port`, or at `unix_socket` when
     /// given. Nothing is dialled until the first call.
     #[new]
-    #[pyo3(signature = (host = "127.0.0.1", port = 50051, *, unix_socket = None))]
-    fn new(host: &str, port: u16, unix_socket: Option<PathBuf>) -> PyResult<PyClient> {
+    #[pyo3(signature = (
+        host = "127.0.0.1",
+        port = 50051,
+        *,
+        unix_socket = None,
+        tls_ca = None,
+        tls_domain = None,
+        tls_cert = None,
+        tls_key = None,
+        auth_token = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        host: &str,
+        port: u16,
+        unix_socket: Option<PathBuf>,
+        tls_ca: Option<PathBuf>,
+        tls_domain: Option<String>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        auth_token: Option<&str>,
+    ) -> PyResult<PyClient> {
         let target = match unix_socket {
             Some(path) => Target::Unix(path),
             None => Target::Tcp {
@@ -77,9 +99,21 @@ impl PyClient {
                 port,
             },
         };
-        let conn = Connection::new(&target).map_err(errors::client)?;
+        let mut security = Security::none();
+        security.tls_ca = tls_ca.map(|path| args::pem("tls_ca", &path)).transpose()?;
+        security.tls_domain = tls_domain;
+        security.tls_identity = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => {
+                Some((args::pem("tls_cert", &cert)?, args::pem("tls_key", &key)?))
+            }
+            (None, None) => None,
+            _ => return Err(PyValueError::new_err("tls_cert and tls_key go together")),
+        };
+        security.auth_token = auth_token.map(args::auth_token).transpose()?;
+        let conn = Connection::new(&target, &security).map_err(errors::client)?;
         Ok(PyClient {
             target,
+            security,
             conn: RwLock::new(Some(conn)),
         })
     }

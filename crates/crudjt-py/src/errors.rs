@@ -8,6 +8,8 @@
 //!   process or made with another key raises `crudjt.errors.InvalidState`.
 //! - A master that cannot be reached raises
 //!   `crudjt.errors.MasterUnavailable`, a `ConnectionError`.
+//! - A master that refuses the client's credentials raises
+//!   `crudjt.errors.AccessDenied`, a `PermissionError`.
 //! - Everything else the store or the master fails raises
 //!   `crudjt.errors.InternalError`.
 
@@ -19,6 +21,7 @@ use pyo3::exceptions::PyValueError;
 pyo3::import_exception!(crudjt.errors, InternalError);
 pyo3::import_exception!(crudjt.errors, InvalidState);
 pyo3::import_exception!(crudjt.errors, MasterUnavailable);
+pyo3::import_exception!(crudjt.errors, AccessDenied);
 
 /// A failed call on an open store.
 pub fn store(err: Error) -> PyErr {
@@ -57,6 +60,10 @@ pub fn client(err: ClientError) -> PyErr {
             code: Code::FailedPrecondition,
             ..
         } => InvalidState::new_err(err.to_string()),
+        ClientError::Server {
+            code: Code::Unauthenticated | Code::PermissionDenied,
+            ..
+        } => AccessDenied::new_err(err.to_string()),
         err => InternalError::new_err(err.to_string()),
     }
 }

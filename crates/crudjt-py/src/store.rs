@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crudjt::{Config, SecretKey, Store};
-use crudjt_grpc::ServeOptions;
+use crudjt_grpc::{ServeOptions, ServerTls};
 use parking_lot::{Mutex, RwLock};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -255,16 +255,50 @@ impl PyStore {
 
     /// Serves the store over gRPC on `host:port` (port 0 picks a free one)
     /// and optionally a Unix socket; returns the bound `(host, port)`.
-    #[pyo3(signature = (host = "127.0.0.1", port = 50051, unix_socket = None))]
+    #[pyo3(signature = (
+        host = "127.0.0.1",
+        port = 50051,
+        unix_socket = None,
+        *,
+        tls_cert = None,
+        tls_key = None,
+        tls_client_ca = None,
+        auth_token = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn serve<'py>(
         &self,
         py: Python<'py>,
         host: Option<&str>,
         port: u16,
         unix_socket: Option<PathBuf>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        tls_client_ca: Option<PathBuf>,
+        auth_token: Option<&str>,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
         let tcp = host.map(|host| resolve(host, port)).transpose()?;
-        let options = ServeOptions::new().tcp(tcp).unix_socket(unix_socket);
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls =
+                    ServerTls::new(args::pem("tls_cert", &cert)?, args::pem("tls_key", &key)?);
+                Some(match tls_client_ca {
+                    Some(ca) => tls.require_client_cert(args::pem("tls_client_ca", &ca)?),
+                    None => tls,
+                })
+            }
+            (None, None) if tls_client_ca.is_none() => None,
+            _ => {
+                return Err(PyValueError::new_err(
+                    "tls_cert and tls_key go together, and tls_client_ca needs them",
+                ));
+            }
+        };
+        let options = ServeOptions::new()
+            .tcp(tcp)
+            .unix_socket(unix_socket)
+            .tls(tls)
+            .auth_token(auth_token.map(args::auth_token).transpose()?);
         let served = py.detach(|| -> PyResult<_> {
             self.shared.check_fork()?;
             let mut server = self.shared.server.lock();

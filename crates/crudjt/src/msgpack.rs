@@ -119,9 +119,11 @@ impl Reader<'_> {
     }
 
     /// Consumes one item's header and any payload. Returns how many child
-    /// items follow when the item is a non-empty array or map.
+    /// items follow when the item is an array or map, empty ones included,
+    /// so that the caller checks the depth of every container.
     fn item(&mut self) -> Result<Option<u64>, Error> {
         let marker = self.take(1)?[0];
+        let container = matches!(marker, 0x80..=0x9f | 0xdc..=0xdf);
         let children = match marker {
             0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 0,
             0x80..=0x8f => 2 * u64::from(marker & 0x0f),
@@ -159,7 +161,7 @@ impl Reader<'_> {
         };
         // A container claiming more items than bytes remain is caught when
         // the bytes run out; no allocation depends on the claimed count.
-        Ok((children > 0).then_some(children))
+        Ok(container.then_some(children))
     }
 }
 
@@ -276,6 +278,22 @@ mod tests {
         ok.extend(std::iter::repeat_n(0x91, MAX_DEPTH - 2));
         ok.push(0x00);
         check(&ok).unwrap();
+        // An empty container is a level too: readers that build values,
+        // such as the Python package's, refuse one past the limit.
+        let empties: [&[u8]; 4] = [&[0x90], &[0x80], &[0xdc, 0, 0], &[0xde, 0, 0]];
+        for empty in empties {
+            let nested = |arrays| {
+                let mut bytes = vec![0x81, 0x00];
+                bytes.extend(std::iter::repeat_n(0x91, arrays));
+                bytes.extend_from_slice(empty);
+                bytes
+            };
+            check(&nested(MAX_DEPTH - 2)).unwrap();
+            assert!(matches!(
+                check(&nested(MAX_DEPTH - 1)),
+                Err(Error::InvalidData { .. })
+            ));
+        }
     }
 
     #[test]

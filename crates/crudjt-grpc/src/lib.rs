@@ -11,6 +11,9 @@
 
 mod blocking;
 mod client;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod limit;
 mod security;
 mod serve;

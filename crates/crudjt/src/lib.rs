@@ -23,6 +23,9 @@ mod config;
 mod disk;
 mod error;
 mod flusher;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 mod limits;
 mod msgpack;
@@ -31,6 +34,9 @@ mod shard;
 mod stats;
 mod store;
 mod sweep;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 mod token;
 
 pub use config::{Config, Durability, FILE_NAME, MAX_DATA_SIZE_LIMIT, prepare_store_dir};

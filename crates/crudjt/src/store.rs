@@ -105,7 +105,14 @@ pub(crate) struct Inner {
     pub(crate) done: Condvar,
 }
 
+/// The store's one time source, in milliseconds since the Unix epoch. With
+/// the `testing` feature a test may stop and move it (see `testing.rs`);
+/// without it this is the wall clock and nothing more.
 pub(crate) fn now_ms() -> u64 {
+    #[cfg(feature = "testing")]
+    if let Some(at) = crate::testing::stopped_at() {
+        return at;
+    }
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,15 @@ else:
     finally:
         master.stdin.close()
         master.wait(timeout=30)
+
+
+def test_serving_the_network_without_protection_warns(store: crudjt.Store) -> None:
+    """crudjt 1.0.x code that binds every address keeps working, with a
+    RuntimeWarning saying what it risks; the loopback default is quiet."""
+    with pytest.warns(RuntimeWarning, match="without TLS and client authentication"):
+        store.serve(host="0.0.0.0", port=0)
+    store.stop_serving()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.serve(port=0)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crudjt::{Config, SecretKey, Store};
 use crudjt_grpc::{ServeOptions, ServerTls};
 use parking_lot::{Mutex, RwLock};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeWarning, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -299,6 +299,19 @@ impl PyStore {
             .unix_socket(unix_socket)
             .tls(tls)
             .auth_token(auth_token.map(args::auth_token).transpose()?);
+        if let Some(addr) = options.tcp.filter(|addr| !addr.ip().is_loopback())
+            && !(options.tls.is_some() && options.authenticates_clients())
+        {
+            // crudjt 1.0.x serves any address it is given, so code written
+            // for it keeps working; but say what it risks.
+            let message = format!(
+                "crudjt serves {addr}, reachable from other machines, without TLS and client \
+                 authentication: anyone who can reach it can read or forge sessions; pass \
+                 tls_cert, tls_key and tls_client_ca or auth_token"
+            );
+            let category = py.get_type::<PyRuntimeWarning>();
+            PyErr::warn(py, &category, &std::ffi::CString::new(message)?, 1)?;
+        }
         let served = py.detach(|| -> PyResult<_> {
             self.shared.check_fork()?;
             let mut server = self.shared.server.lock();

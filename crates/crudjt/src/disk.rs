@@ -12,6 +12,7 @@
 //!   handed out), `records` (number of rows in `records`).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aes_gcm_siv::Aes256GcmSiv;
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
@@ -19,7 +20,6 @@ use redb::{
     CompactionMode, Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition,
     WriteTransaction,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, OpenError};
 use crate::key::Keys;

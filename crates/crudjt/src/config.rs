@@ -45,6 +45,7 @@ pub enum Durability {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub(crate) secret_key: SecretKey,
+    pub(crate) previous_keys: Vec<SecretKey>,
     pub(crate) path: Option<PathBuf>,
     pub(crate) flush_interval: Duration,
     pub(crate) durability: Durability,
@@ -72,6 +73,7 @@ impl Config {
     pub fn new(secret_key: SecretKey) -> Config {
         Config {
             secret_key,
+            previous_keys: Vec::new(),
             path: None,
             flush_interval: Config::DEFAULT_FLUSH_INTERVAL,
             durability: Durability::Interval,
@@ -80,6 +82,24 @@ impl Config {
             sweep_interval: Config::DEFAULT_SWEEP_INTERVAL,
             max_pending_bytes: Config::DEFAULT_MAX_PENDING_BYTES,
         }
+    }
+
+    /// Adds a previous secret key, for rotating the store's key without
+    /// ending its sessions: give the new key to [`Config::new`] and the old
+    /// one here. The store then makes tokens and seals every write under
+    /// the new key, while tokens and records made under the old one keep
+    /// working; records are re-sealed under the new key when next written
+    /// and by the sweep. An old key's tokens need it for as long as they
+    /// live: [`Stats::keys`](crate::Stats::keys) says how many records
+    /// still depend on each key, so an operator knows when to drop it.
+    ///
+    /// Opening with a new key fails unless the store's current key is
+    /// among the previous ones. A previous key the store never used is
+    /// ignored. Once a key is no longer given, the tokens made under it
+    /// read as not found and the sweep removes their records.
+    pub fn previous_key(mut self, key: SecretKey) -> Config {
+        self.previous_keys.push(key);
+        self
     }
 
     /// The store directory. Without it the store uses the system location

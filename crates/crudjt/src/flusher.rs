@@ -152,11 +152,14 @@ impl Inner {
     fn seal(&self, batch: &[(u64, Option<Rec>)], sealer: &mut Sealer, split: bool) -> Vec<Write> {
         let mut order: Vec<&(u64, Option<Rec>)> = batch.iter().collect();
         order.sort_unstable_by_key(|(id, _)| *id);
-        let cipher = &self.keys.record;
+        let (key_number, keys) = self.keys.current();
+        let cipher = &keys.record;
         let seal_part = |part: &[&(u64, Option<Rec>)], mut sealer: Sealer| -> Vec<Write> {
             let write = |(id, state): &&(u64, Option<Rec>)| Write {
                 id: *id,
-                sealed: state.as_ref().map(|rec| sealer.seal(cipher, *id, rec)),
+                sealed: state
+                    .as_ref()
+                    .map(|rec| sealer.seal(cipher, key_number, *id, rec)),
                 expires_at: state.as_ref().and_then(|rec| rec.expires_at),
             };
             part.iter().map(write).collect()

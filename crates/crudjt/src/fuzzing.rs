@@ -65,7 +65,11 @@ pub fn record(data: &[u8]) -> bool {
     let opened = record::open(cipher, RECORD_ID, data);
     match &opened {
         Ok(rec) => {
-            assert_eq!(rec.data.len(), data.len() - OVERHEAD);
+            assert_eq!(Some(rec.data.len()), record::data_len(data));
+            assert_eq!(
+                Some(rec.token_key),
+                record::key_numbers(data).map(|k| k.token)
+            );
             assert_eq!(rec.expires_at, expiry);
             assert_ne!(rec.reads_left, Some(0));
             assert!(record::open(cipher, RECORD_ID + 1, data).is_err());
@@ -83,16 +87,21 @@ pub fn record(data: &[u8]) -> bool {
     let flags = data.first().copied().unwrap_or(0);
     let rec = Rec {
         random: word(1),
+        token_key: word(41) as u16,
         expires_at: (flags & 1 != 0).then(|| word(9)),
         reads_left: (flags & 2 != 0).then(|| word(17).max(1)),
         data: Arc::from(data),
     };
     let id = word(25);
-    let sealed = Sealer::new(u32::from(flags)).seal(cipher, id, &rec);
+    let seal_key = (word(41) >> 16) as u16;
+    let sealed = Sealer::new(u32::from(flags)).seal(cipher, seal_key, id, &rec);
     assert_eq!(sealed.len(), data.len() + OVERHEAD);
     assert_eq!(record::expiry_of(&sealed), rec.expires_at);
+    let numbers = record::key_numbers(&sealed).expect("a sealed record has key numbers");
+    assert_eq!((numbers.token, numbers.seal), (rec.token_key, seal_key));
     let back = record::open(cipher, id, &sealed).expect("a sealed record opens");
     assert_eq!(back.random, rec.random);
+    assert_eq!(back.token_key, rec.token_key);
     assert_eq!(back.expires_at, rec.expires_at);
     assert_eq!(back.reads_left, rec.reads_left);
     assert_eq!(back.data, rec.data);

@@ -4,6 +4,10 @@
 //! each under its own label: the token permutation key, the record AEAD key,
 //! and the fingerprint the store keeps to recognise its key. None of them
 //! reveals the secret or another subkey.
+//!
+//! A store may be given previous secret keys beside the current one, to
+//! rotate its key without ending every session: the [`Keyring`] holds them
+//! all, each under the number the store knows it by.
 
 use std::fmt;
 
@@ -138,6 +142,41 @@ impl Keys {
     /// Compares a stored fingerprint with ours in constant time.
     pub(crate) fn matches(&self, stored: &[u8]) -> bool {
         stored.len() == FINGERPRINT_LEN && bool::from(stored.ct_eq(&self.fingerprint))
+    }
+}
+
+/// Every key an open store can use, each with its number in the store's
+/// key table (see [`crate::disk`]). The current key makes new tokens and
+/// seals every write; previous keys only open what was made under them.
+pub(crate) struct Keyring {
+    /// The current key first, then the previous keys in the order given.
+    keys: Vec<(u16, Keys)>,
+}
+
+impl Keyring {
+    /// `keys` holds the current key first. Numbers must be distinct.
+    pub(crate) fn new(keys: Vec<(u16, Keys)>) -> Keyring {
+        assert!(!keys.is_empty(), "a keyring holds at least the current key");
+        Keyring { keys }
+    }
+
+    /// The current key and its number.
+    pub(crate) fn current(&self) -> (u16, &Keys) {
+        let (number, keys) = &self.keys[0];
+        (*number, keys)
+    }
+
+    /// The key with `number`, if the store was given it.
+    pub(crate) fn get(&self, number: u16) -> Option<&Keys> {
+        self.keys
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map(|(_, keys)| keys)
+    }
+
+    /// Every key with its number, the current one first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u16, &Keys)> {
+        self.keys.iter().map(|(number, keys)| (*number, keys))
     }
 }
 

@@ -44,6 +44,6 @@ pub use error::{Error, KeyError, OpenError};
 pub use key::SecretKey;
 pub use limits::Limits;
 pub use msgpack::{MAX_DEPTH, pack_read_result, validate_map};
-pub use stats::{FlushReport, Stats, SweepReport};
+pub use stats::{FlushReport, KeyStats, Stats, SweepReport};
 pub use store::{Entry, Store};
 pub use token::{TOKEN_LEN, Token};

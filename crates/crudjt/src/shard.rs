@@ -174,6 +174,7 @@ mod tests {
     fn rec(byte: u8) -> Option<Rec> {
         Some(Rec {
             random: 1,
+            token_key: 0,
             expires_at: None,
             reads_left: None,
             data: Arc::from(&[byte][..]),

@@ -16,12 +16,12 @@ use crate::config::{self, Config, Durability, MAX_DATA_SIZE_LIMIT};
 use crate::disk::Disk;
 use crate::error::{Error, OpenError};
 use crate::flusher::{self, Control, shard_of};
-use crate::key::Keys;
+use crate::key::{Keyring, Keys};
 use crate::limits::Limits;
 use crate::msgpack;
 use crate::record::Rec;
 use crate::shard::{Lookup, SHARDS, Shard};
-use crate::stats::{Stats, SweepReport};
+use crate::stats::{KeyStats, Stats, SweepReport};
 use crate::sweep;
 use crate::token::{self, Token};
 
@@ -79,7 +79,7 @@ pub struct Store {
 
 /// State shared by the store's handle and its background threads.
 pub(crate) struct Inner {
-    pub(crate) keys: Keys,
+    pub(crate) keys: Keyring,
     pub(crate) disk: Disk,
     pub(crate) dir: PathBuf,
     pub(crate) shards: Box<[Mutex<Shard>]>,
@@ -147,12 +147,15 @@ fn check_options(config: &Config) -> Result<(), OpenError> {
             "it must be longer than zero",
         ));
     }
-    if config.max_pending_bytes < 2 * (MAX_DATA_SIZE_LIMIT + crate::record::OVERHEAD) {
+    // Two of the largest records, so that a full batch never blocks one.
+    const MIN_PENDING_BYTES: usize = 2 * (MAX_DATA_SIZE_LIMIT + crate::record::OVERHEAD);
+    const _: () = assert!(MIN_PENDING_BYTES == 131_188);
+    if config.max_pending_bytes < MIN_PENDING_BYTES {
         let value = config.max_pending_bytes.to_string();
         return Err(invalid(
             "max_pending_bytes",
             value,
-            "it must be at least 131180 bytes",
+            "it must be at least 131188 bytes",
         ));
     }
     Ok(())
@@ -169,16 +172,23 @@ impl Store {
     /// was made with another key.
     pub fn open(config: Config) -> Result<Store, OpenError> {
         check_options(&config)?;
-        let keys = Keys::derive(&config.secret_key);
+        let mut keys = vec![Keys::derive(&config.secret_key)];
+        keys.extend(config.previous_keys.iter().map(Keys::derive));
         let dir = config::prepare_store_dir(config.path.as_deref())?;
         let file = dir.join(config::FILE_NAME);
         config::prepare_file(&file).map_err(|source| OpenError::Io {
             path: file.clone(),
             source,
         })?;
-        let opened = Disk::open(&file, &dir, &keys)?;
+        let opened = Disk::open(&file, &dir, keys)?;
+        if opened.unknown_keys > 0 {
+            tracing::warn!(
+                keys = opened.unknown_keys,
+                "ignoring previous secret keys this store never used"
+            );
+        }
         let inner = Arc::new(Inner {
-            keys,
+            keys: opened.keyring,
             disk: opened.disk,
             dir: dir.clone(),
             shards: (0..SHARDS)
@@ -198,6 +208,19 @@ impl Store {
             wake: Condvar::new(),
             done: Condvar::new(),
         });
+        let stranded: u64 = inner
+            .key_stats()
+            .iter()
+            .filter(|key| !key.given)
+            .map(|key| key.tokens)
+            .sum();
+        if stranded > 0 {
+            tracing::warn!(
+                records = stranded,
+                "records need a previous secret key that was not given: their tokens no longer \
+                 work and the sweep removes them"
+            );
+        }
         let mut store = Store {
             inner: inner.clone(),
             threads: Vec::new(),
@@ -271,8 +294,10 @@ impl Store {
             return Err(Error::IdsExhausted);
         }
         let random = rand::rng().next_u64();
+        let (key_number, keys) = inner.keys.current();
         let rec = Rec {
             random,
+            token_key: key_number,
             expires_at: limits.expires_at(now_ms()),
             reads_left: limits.silence_read(),
             data: packed,
@@ -280,7 +305,7 @@ impl Store {
         let stamp = inner.put(&mut inner.shard(id), id, Some(rec));
         inner.tokens.fetch_add(1, Ordering::Relaxed);
         inner.settle(stamp)?;
-        Ok(token::seal(&inner.keys.token, id, random))
+        Ok(token::seal(&keys.token, id, random))
     }
 
     /// Reads a token's data into `T`, spending one read of its budget.
@@ -353,12 +378,9 @@ impl Store {
     ///
     /// As [`Store::create_packed`], plus [`Error::EmptyToken`].
     pub fn update_packed(&self, token: &str, packed: &[u8], limits: Limits) -> Result<bool, Error> {
-        let located = locate(&self.inner, token)?;
+        check_token(token)?;
         msgpack::validate_map(packed, self.inner.max_data_size)?;
-        match located {
-            Some(at) => self.update_valid(at, Arc::from(packed), limits),
-            None => Ok(false),
-        }
+        self.update_valid(token, Arc::from(packed), limits)
     }
 
     /// [`Store::update_packed`] that keeps `packed` itself, as
@@ -373,23 +395,16 @@ impl Store {
         packed: Arc<[u8]>,
         limits: Limits,
     ) -> Result<bool, Error> {
-        let located = locate(&self.inner, token)?;
+        check_token(token)?;
         msgpack::validate_map(&packed, self.inner.max_data_size)?;
-        match located {
-            Some(at) => self.update_valid(at, packed, limits),
-            None => Ok(false),
-        }
+        self.update_valid(token, packed, limits)
     }
 
-    fn update_valid(
-        &self,
-        (id, random): (u64, u64),
-        packed: Arc<[u8]>,
-        limits: Limits,
-    ) -> Result<bool, Error> {
-        self.inner.change(id, random, move |rec, now| {
+    fn update_valid(&self, token: &str, packed: Arc<[u8]>, limits: Limits) -> Result<bool, Error> {
+        self.inner.change(token, move |rec, now| {
             Some(Rec {
                 random: rec.random,
+                token_key: rec.token_key,
                 expires_at: limits.expires_at(now),
                 reads_left: limits.silence_read(),
                 data: packed,
@@ -403,11 +418,8 @@ impl Store {
     ///
     /// [`Error::EmptyToken`]; storage errors as for [`Store::create`].
     pub fn delete(&self, token: &str) -> Result<bool, Error> {
-        let inner = &*self.inner;
-        let Some((id, random)) = locate(inner, token)? else {
-            return Ok(false);
-        };
-        inner.change(id, random, |_, _| None)
+        check_token(token)?;
+        self.inner.change(token, |_, _| None)
     }
 
     /// Commits every change made so far and waits for the commit.
@@ -463,6 +475,7 @@ impl Store {
             last_flush: control.last_flush,
             flush_failures: control.flush_failures,
             last_sweep: control.last_sweep,
+            keys: inner.key_stats(),
         }
     }
 
@@ -548,13 +561,20 @@ fn encode<T: Serialize + ?Sized>(data: &T) -> Result<Vec<u8>, Error> {
     rmp_serde::to_vec_named(data).map_err(|e| Error::Encode(Arc::new(e)))
 }
 
-/// Turns a token's text into `(id, random half)`; `None` if it cannot be
-/// one of ours.
-fn locate(inner: &Inner, token: &str) -> Result<Option<(u64, u64)>, Error> {
+fn check_token(token: &str) -> Result<(), Error> {
     if token.is_empty() {
         return Err(Error::EmptyToken);
     }
-    Ok(token::open(&inner.keys.token, token))
+    Ok(())
+}
+
+/// What a token's text decrypts to under one key.
+#[derive(Clone, Copy)]
+struct Candidate {
+    id: u64,
+    random: u64,
+    /// The number of the key it was decrypted with.
+    key: u16,
 }
 
 /// What a read found, before copying or decoding the data.
@@ -565,6 +585,22 @@ struct Found {
 }
 
 impl Inner {
+    fn key_stats(&self) -> Vec<KeyStats> {
+        let (current, _) = self.keys.current();
+        let usage = self.disk.usage();
+        usage
+            .iter()
+            .zip(0u16..)
+            .map(|(usage, number)| KeyStats {
+                number,
+                current: number == current,
+                given: self.keys.get(number).is_some(),
+                tokens: usage.tokens,
+                sealed: usage.sealed,
+            })
+            .collect()
+    }
+
     pub(crate) fn shard(&self, id: u64) -> MutexGuard<'_, Shard> {
         self.shards[shard_of(id)].lock()
     }
@@ -574,7 +610,7 @@ impl Inner {
         match shard.lookup(id) {
             Lookup::Memory(state) => Ok(state),
             Lookup::Disk => {
-                let rec = self.disk.load(&self.keys.record, id)?;
+                let rec = self.disk.load(&self.keys, id)?;
                 if let Some(rec) = &rec {
                     shard.cache(id, rec.clone());
                 }
@@ -613,24 +649,30 @@ impl Inner {
         }
     }
 
-    /// The live record for `(id, random)` under its shard lock, or `None`.
-    /// An expired record found on the way is deleted.
-    fn live(
-        &self,
-        shard: &mut Shard,
-        id: u64,
-        random: u64,
-        now: u64,
-    ) -> Result<Option<Rec>, Error> {
-        let Some(rec) = self.current(shard, id)? else {
+    /// The readings of a token's text under each key the store was given,
+    /// the current key first, keeping only ids that have been handed out.
+    /// Under a wrong key the id is 64 random bits, so almost always one
+    /// reading is left, and its record decides.
+    fn candidates<'a>(&'a self, token: &'a str) -> impl Iterator<Item = Candidate> + 'a {
+        let next_id = self.next_id.load(Ordering::SeqCst);
+        self.keys.iter().filter_map(move |(key, keys)| {
+            let (id, random) = token::open(&keys.token, token)?;
+            (id < next_id).then_some(Candidate { id, random, key })
+        })
+    }
+
+    /// The live record `at` names, under its shard lock, or `None`. An
+    /// expired record found on the way is deleted.
+    fn live(&self, shard: &mut Shard, at: Candidate, now: u64) -> Result<Option<Rec>, Error> {
+        let Some(rec) = self.current(shard, at.id)? else {
             return Ok(None);
         };
-        if !bool::from(rec.random.ct_eq(&random)) {
+        if !bool::from(rec.random.ct_eq(&at.random)) || rec.token_key != at.key {
             return Ok(None);
         }
         if rec.expired(now) {
             if self.has_room() {
-                self.put(shard, id, None);
+                self.put(shard, at.id, None);
                 self.tokens.fetch_sub(1, Ordering::Relaxed);
             }
             return Ok(None);
@@ -641,34 +683,44 @@ impl Inner {
     /// Update or delete: `next` maps the live record to its new state.
     fn change(
         &self,
-        id: u64,
-        random: u64,
+        token: &str,
         next: impl FnOnce(&Rec, u64) -> Option<Rec>,
     ) -> Result<bool, Error> {
         self.admit()?;
         let now = now_ms();
-        let mut shard = self.shard(id);
-        let Some(rec) = self.live(&mut shard, id, random, now)? else {
-            return Ok(false);
-        };
-        let state = next(&rec, now);
-        if state.is_none() {
-            self.tokens.fetch_sub(1, Ordering::Relaxed);
+        for at in self.candidates(token) {
+            let mut shard = self.shard(at.id);
+            let Some(rec) = self.live(&mut shard, at, now)? else {
+                continue;
+            };
+            let state = next(&rec, now);
+            if state.is_none() {
+                self.tokens.fetch_sub(1, Ordering::Relaxed);
+            }
+            let stamp = self.put(&mut shard, at.id, state);
+            drop(shard);
+            self.settle(stamp)?;
+            return Ok(true);
         }
-        let stamp = self.put(&mut shard, id, state);
-        drop(shard);
-        self.settle(stamp)?;
-        Ok(true)
+        Ok(false)
     }
 
     fn read(&self, token: &str) -> Result<Option<Found>, Error> {
-        let Some((id, random)) = locate(self, token)? else {
-            return Ok(None);
-        };
+        check_token(token)?;
+        for at in self.candidates(token) {
+            if let Some(found) = self.read_at(at)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads the record `at` names, spending one read of its budget.
+    fn read_at(&self, at: Candidate) -> Result<Option<Found>, Error> {
         loop {
             let now = now_ms();
-            let mut shard = self.shard(id);
-            let Some(rec) = self.live(&mut shard, id, random, now)? else {
+            let mut shard = self.shard(at.id);
+            let Some(rec) = self.live(&mut shard, at, now)? else {
                 return Ok(None);
             };
             let Some(left) = rec.reads_left.map(|n| n - 1) else {
@@ -692,7 +744,7 @@ impl Inner {
             if next.is_none() {
                 self.tokens.fetch_sub(1, Ordering::Relaxed);
             }
-            let stamp = self.put(&mut shard, id, next);
+            let stamp = self.put(&mut shard, at.id, next);
             drop(shard);
             self.settle(stamp)?;
             return Ok(Some(Found {

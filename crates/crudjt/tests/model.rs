@@ -21,7 +21,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crudjt::testing::advance_clock;
-use crudjt::{Config, Durability, Error, Limits, Store};
+use crudjt::{Config, Durability, Error, Limits, SecretKey, Store};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use rmpv::Value;
@@ -61,8 +61,16 @@ struct Setup {
 }
 
 impl Setup {
-    fn open(&self, dir: &Path) -> Store {
-        let config = common::config(dir)
+    /// Opens with the last of `keys` as the current key and the others as
+    /// previous keys.
+    fn open(&self, dir: &Path, keys: &[SecretKey]) -> Store {
+        let (current, previous) = keys.split_last().expect("at least one key");
+        let config = previous
+            .iter()
+            .rev()
+            .cloned()
+            .fold(Config::new(current.clone()), Config::previous_key)
+            .path(dir)
             .cache_capacity(self.cache_capacity)
             .durability(self.durability)
             .flush_interval(Duration::from_millis(self.flush_interval_ms));
@@ -149,6 +157,9 @@ enum Op {
     Sweep,
     /// Closes the store and opens it again.
     Reopen,
+    /// Closes the store and opens it with a new secret key, every earlier
+    /// key given as a previous one.
+    Rotate,
 }
 
 fn key() -> impl Strategy<Value = String> {
@@ -240,6 +251,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Flush),
         1 => Just(Op::Sweep),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Rotate),
     ]
 }
 
@@ -507,6 +519,8 @@ struct Run {
     /// a failed run closes the store before removing its directory.
     store: Option<Store>,
     dir: TempDir,
+    /// The store's keys, the current one last.
+    keys: Vec<SecretKey>,
     model: Model,
 }
 
@@ -520,11 +534,13 @@ fn ensure(ok: bool, why: impl FnOnce() -> String) -> Result<(), Failure> {
 impl Run {
     fn new(setup: Setup) -> Run {
         let dir = scratch_dir();
-        let store = Some(setup.open(dir.path()));
+        let keys = vec![common::key()];
+        let store = Some(setup.open(dir.path(), &keys));
         Run {
             setup,
             store,
             dir,
+            keys,
             model: Model::new(advance_clock(0)),
         }
     }
@@ -585,6 +601,10 @@ impl Run {
             }
             Op::Sweep => return self.sweep().map(|()| None),
             Op::Reopen => return self.reopen().map(|()| None),
+            Op::Rotate => {
+                self.keys.push(SecretKey::generate());
+                return self.reopen().map(|()| None);
+            }
         };
         Ok(Some(said))
     }
@@ -645,7 +665,7 @@ impl Run {
     fn reopen(&mut self) -> Result<(), Failure> {
         let closed = self.store.take().expect("the store is open").close();
         ensure(closed.is_ok(), || format!("close failed: {closed:?}"))?;
-        self.store = Some(self.setup.open(self.dir.path()));
+        self.store = Some(self.setup.open(self.dir.path(), &self.keys));
         Ok(())
     }
 

@@ -345,6 +345,26 @@ async fn health_and_reflection_answer() {
     ] {
         assert!(names.iter().any(|n| n == expected), "{names:?}");
     }
+
+    // The admin proto's messages resolve too, so grpcurl can decode the
+    // stats reply, per-key usage included.
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "crudjt.admin.v1.KeyUsage".into(),
+        )),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+        panic!("no file for KeyUsage: {:?}", reply.message_response);
+    };
+    let names_it = |file: &Vec<u8>| file.windows(8).any(|w| w == b"KeyUsage");
+    assert!(files.file_descriptor_proto.iter().any(names_it));
     master.stop().await;
 }
 

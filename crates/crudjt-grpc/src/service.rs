@@ -7,7 +7,7 @@ use crudjt::{Durability, Limits, Store};
 use tonic::{Request, Response, Status};
 
 use crate::proto::admin::admin_server::Admin;
-use crate::proto::admin::{StatsRequest, StatsResponse};
+use crate::proto::admin::{KeyUsage, StatsRequest, StatsResponse};
 use crate::proto::token::token_service_server::TokenService;
 use crate::proto::token::{
     CreateTokenRequest, CreateTokenResponse, DeleteTokenRequest, DeleteTokenResponse,
@@ -161,5 +161,18 @@ pub fn stats_message(store: &Store) -> StatsResponse {
         last_sweep_micros: sweep.map_or(0, |s| s.duration.as_micros() as u64),
         last_sweep_removed: sweep.map_or(0, |s| s.removed),
         max_data_size: store.max_data_size() as u32,
+        last_sweep_resealed: sweep.map_or(0, |s| s.resealed),
+        last_sweep_dropped: sweep.map_or(0, |s| s.dropped),
+        keys: stats
+            .keys
+            .iter()
+            .map(|key| KeyUsage {
+                number: key.number.into(),
+                current: key.current,
+                given: key.given,
+                tokens: key.tokens,
+                sealed: key.sealed,
+            })
+            .collect(),
     }
 }

@@ -179,8 +179,12 @@ pub struct DeleteArgs {
 Output: one line of JSON with the store's counters: tokens, file_bytes,
 pending_writes, pending_bytes, cached_records, durability, flushes,
 flush_failures, last_flush_unix_ms, last_flush_micros, last_flush_records,
-last_sweep_unix_ms, last_sweep_micros, last_sweep_removed, max_data_size.
-Times of a flush or sweep that has not happened yet are 0.
+last_sweep_unix_ms, last_sweep_micros, last_sweep_removed,
+last_sweep_resealed, last_sweep_dropped, max_data_size, and keys: every secret
+key the store has used, as {number, current, given, tokens, sealed}, counted at
+the last flush. tokens is how many records need that key for their tokens to
+work; sealed how many are still sealed under it (the sweep moves them to the
+current key). Times of a flush or sweep that has not happened yet are 0.
 
 Exit status: 0 success; 3 cannot reach the master; 4 the master failed.")]
 pub struct StatsArgs {
@@ -281,7 +285,16 @@ fn stats_json(stats: &StatsResponse) -> serde_json::Value {
         "last_sweep_unix_ms": stats.last_sweep_unix_ms,
         "last_sweep_micros": stats.last_sweep_micros,
         "last_sweep_removed": stats.last_sweep_removed,
+        "last_sweep_resealed": stats.last_sweep_resealed,
+        "last_sweep_dropped": stats.last_sweep_dropped,
         "max_data_size": stats.max_data_size,
+        "keys": stats.keys.iter().map(|key| json!({
+            "number": key.number,
+            "current": key.current,
+            "given": key.given,
+            "tokens": key.tokens,
+            "sealed": key.sealed,
+        })).collect::<Vec<_>>(),
     })
 }
 

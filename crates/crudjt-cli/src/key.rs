@@ -20,6 +20,10 @@ use crate::exit::Invalid;
 /// directly, not through clap, so that `--help` never shows its value.
 pub const KEY_VAR: &str = "CRUDJT_SECRET_KEY";
 
+/// The environment variable that holds previous keys themselves, as
+/// comma-separated base64. Read directly, like [`KEY_VAR`].
+pub const PREVIOUS_KEYS_VAR: &str = "CRUDJT_PREVIOUS_SECRET_KEYS";
+
 /// Arguments of `crudjt keygen`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -50,6 +54,9 @@ pub fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// What errors call the master's key file.
+const KEY_FILE: &str = "secret key file";
 
 /// Where the master's key came from, for the start-up log.
 #[derive(Debug)]
@@ -89,7 +96,7 @@ pub fn resolve(file: Option<&Path>, store_dir: &Path) -> anyhow::Result<(SecretK
             "both --secret-key-file and {KEY_VAR} are set; give the key one way"
         ))
         .into()),
-        (Some(path), None) => Ok((read(path)?, Source::File(path.to_owned()))),
+        (Some(path), None) => Ok((read(path, KEY_FILE)?, Source::File(path.to_owned()))),
         (None, Some(text)) => {
             let text = text
                 .into_string()
@@ -102,10 +109,53 @@ pub fn resolve(file: Option<&Path>, store_dir: &Path) -> anyhow::Result<(SecretK
     }
 }
 
+/// The previous keys, for a store whose key is being rotated: one from
+/// each file given (`--previous-secret-key-file`), then each in
+/// [`PREVIOUS_KEYS_VAR`]. Empty entries in the variable are skipped, so
+/// that an empty variable gives none.
+///
+/// # Errors
+///
+/// A key that is not valid, naming its file or its place in the variable
+/// (never the key); I/O errors naming the file.
+pub fn previous(files: &[PathBuf]) -> anyhow::Result<Vec<SecretKey>> {
+    let mut keys = files
+        .iter()
+        .map(|path| read(path, "previous secret key file"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let Some(text) = std::env::var_os(PREVIOUS_KEYS_VAR) else {
+        return Ok(keys);
+    };
+    let text = text
+        .into_string()
+        .map_err(|_| Invalid(format!("{PREVIOUS_KEYS_VAR} is not valid UTF-8")))?;
+    keys.extend(keys_in_list(&text)?);
+    Ok(keys)
+}
+
+/// The keys in the text of [`PREVIOUS_KEYS_VAR`].
+fn keys_in_list(text: &str) -> anyhow::Result<Vec<SecretKey>> {
+    let entries: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    let count = entries.len();
+    entries
+        .into_iter()
+        .zip(1..)
+        .map(|(entry, place)| {
+            SecretKey::from_base64(entry).with_context(|| {
+                format!("key {place} of {count} in {PREVIOUS_KEYS_VAR} is not a valid key")
+            })
+        })
+        .collect()
+}
+
 fn beside_store(store_dir: &Path) -> anyhow::Result<(SecretKey, Source)> {
     let path = key_path(store_dir)?;
     if path.exists() {
-        return Ok((read(&path)?, Source::Beside(path)));
+        return Ok((read(&path, KEY_FILE)?, Source::Beside(path)));
     }
     let store_file = store_dir.join(crudjt::FILE_NAME);
     if store_file.exists() {
@@ -122,7 +172,7 @@ fn beside_store(store_dir: &Path) -> anyhow::Result<(SecretKey, Source)> {
         // Another master starting at the same moment made it first; its
         // key is the one to use. The store's own lock decides which of the
         // two then serves.
-        Err(err) if is_already_exists(&err) => Ok((read(&path)?, Source::Beside(path))),
+        Err(err) if is_already_exists(&err) => Ok((read(&path, KEY_FILE)?, Source::Beside(path))),
         Err(err) => Err(err),
     }
 }
@@ -146,15 +196,13 @@ fn key_path(store_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(parent.join(file_name))
 }
 
-fn read(path: &Path) -> anyhow::Result<SecretKey> {
+/// Reads the key in a key file; `what` names the file in errors, like
+/// "secret key file".
+fn read(path: &Path, what: &str) -> anyhow::Result<SecretKey> {
     let text = fs::read_to_string(path)
-        .with_context(|| format!("cannot read secret key file {}", path.display()))?;
-    let key = SecretKey::from_base64(&text).with_context(|| {
-        format!(
-            "secret key file {} does not hold a valid key",
-            path.display()
-        )
-    })?;
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let key = SecretKey::from_base64(&text)
+        .with_context(|| format!("{what} {} does not hold a valid key", path.display()))?;
     if let Ok(meta) = fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
     {
@@ -257,6 +305,24 @@ mod tests {
         let err = beside_store(&store).unwrap_err().to_string();
         assert!(err.contains("exists but its key file"), "{err}");
         assert!(!key_path(&store).unwrap().exists());
+    }
+
+    #[test]
+    fn a_list_of_keys_skips_blanks_and_names_a_bad_one_by_place() {
+        let (first, second) = (SecretKey::generate(), SecretKey::generate());
+        let text = format!(" {}, ,{} ,", first.to_base64(), second.to_base64());
+        let keys = keys_in_list(&text).unwrap();
+        let parsed: Vec<String> = keys.iter().map(SecretKey::to_base64).collect();
+        assert_eq!(parsed, [first.to_base64(), second.to_base64()]);
+        assert!(keys_in_list("").unwrap().is_empty());
+
+        let bad = "c2hvcnQgYW5kIHNlY3JldA";
+        let err = keys_in_list(&format!("{},{bad}", first.to_base64())).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.starts_with("key 2 of 2 in CRUDJT_PREVIOUS_SECRET_KEYS"));
+        assert!(message.contains("must be 32, 48 or 64"), "{message}");
+        assert!(!message.contains(bad) && !message.contains(&first.to_base64()));
+        assert!(err.chain().any(|cause| cause.is::<crudjt::KeyError>()));
     }
 
     #[test]

@@ -31,6 +31,19 @@ Secret key: --secret-key-file, else the environment variable CRUDJT_SECRET_KEY
 them exists, the first start generates that file, mode 0600, and later starts
 reuse it. A key is base64 of 32, 48 or 64 random bytes (`crudjt keygen`).
 
+Rotating the key: start with the new key as the secret key and the old one as
+a previous key: --previous-secret-key-file (repeatable, or the comma-separated
+CRUDJT_PREVIOUS_SECRET_KEY_FILES), or CRUDJT_PREVIOUS_SECRET_KEYS holding the
+base64 keys themselves, comma-separated. New tokens and every write use the
+new key; tokens made under the old one keep working, and the sweep (at start
+and every --sweep-interval) re-seals their records under the new key. Keep
+giving the old key until `crudjt stats` lists it in keys with tokens 0
+(counted at each flush): that takes the longest ttl among its tokens, and a
+token with no ttl holds it until deleted or read out. Dropping it earlier ends
+those sessions: their tokens are no longer found and the sweep removes their
+records. A new key is refused unless the store's current key is among the
+previous keys given.
+
 Durations are a whole number and a unit: 500ms, 2s, 5m, 24h.
 Logs go to stderr; the level comes from --log-level, else RUST_LOG, else info.
 
@@ -133,6 +146,15 @@ pub struct ServeArgs {
     /// File holding the base64 secret key (see below for the alternatives)
     #[arg(long, env = "CRUDJT_SECRET_KEY_FILE", value_name = "PATH")]
     secret_key_file: Option<PathBuf>,
+    /// File holding a previous secret key, whose tokens keep working while
+    /// the store moves to the new key; repeat for several (see below)
+    #[arg(
+        long,
+        env = "CRUDJT_PREVIOUS_SECRET_KEY_FILES",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    previous_secret_key_file: Vec<PathBuf>,
     /// How often pending writes are committed to disk
     #[arg(long, env = "CRUDJT_FLUSH_INTERVAL", default_value = "500ms",
           value_parser = duration::parse, value_name = "DURATION")]
@@ -212,6 +234,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let dir = crudjt::prepare_store_dir(args.store_path.as_deref())?;
     let (secret, key_source) = key::resolve(args.secret_key_file.as_deref(), &dir)?;
+    let previous_keys = key::previous(&args.previous_secret_key_file)?;
     if let key::Source::Generated(path) = &key_source {
         tracing::info!(path = %path.display(), "generated a new secret key; keep this file safe");
     }
@@ -222,6 +245,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         store = %dir.display(),
         key = %key_source,
+        previous_keys = previous_keys.len(),
         tcp = tcp.map(tracing::field::display),
         unix_socket = args.unix_socket.as_ref().map(|p| tracing::field::display(p.display())),
         unix_socket_mode = %format_args!("{:o}", args.unix_socket_mode),
@@ -246,6 +270,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .cache_capacity(args.cache_capacity)
         .max_data_size(args.max_data_size)
         .sweep_interval(args.sweep_interval);
+    let config = previous_keys.into_iter().fold(config, Config::previous_key);
     let store = Arc::new(Store::open(config)?);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

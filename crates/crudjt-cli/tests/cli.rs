@@ -5,6 +5,8 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -38,6 +40,8 @@ fn every_subcommand_has_complete_help() {
                 "--no-tcp",
                 "--secret-key-file",
                 "CRUDJT_SECRET_KEY",
+                "--previous-secret-key-file",
+                "CRUDJT_PREVIOUS_SECRET_KEYS",
                 "--flush-interval",
                 "--durability",
                 "--cache-capacity",
@@ -69,7 +73,10 @@ fn every_subcommand_has_complete_help() {
             &["TOKEN", "DATA_JSON", "--ttl", "--silence-read", "--port"],
         ),
         ("delete", &["TOKEN", "--host", "Exit status"]),
-        ("stats", &["--port", "tokens"]),
+        (
+            "stats",
+            &["--port", "tokens", "keys", "last_sweep_resealed"],
+        ),
         (
             "bench",
             &[
@@ -337,6 +344,185 @@ fn a_wrong_key_is_refused_by_name() {
     assert!(last.starts_with("error: "), "{last}");
     assert!(last.contains("secret key does not match"), "{last}");
     assert!(!failed.stderr().contains(OTHER_KEY) && !failed.stderr().contains(KEY));
+}
+
+/// Polls `crudjt stats` until `done` holds for its JSON, which it returns;
+/// panics with the last stats after 20 seconds.
+fn stats_until(master: &Master, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = json_of(master.client(&["stats"]).expect(0).out());
+        if done(&stats) {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "stats never settled: {stats}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `keys` entry of `stats` for key `number`, without its number.
+fn key_usage(stats: &Value, number: usize) -> (bool, bool, u64, u64) {
+    let key = &stats["keys"][number];
+    assert_eq!(key["number"], number, "{stats}");
+    let flag = |name: &str| key[name].as_bool().unwrap();
+    let count = |name: &str| key[name].as_u64().unwrap();
+    (
+        flag("current"),
+        flag("given"),
+        count("tokens"),
+        count("sealed"),
+    )
+}
+
+#[test]
+fn rotating_the_key_keeps_sessions_until_the_old_key_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let old_key_file = dir.path().join("old.key");
+    fs::write(&old_key_file, format!("{KEY}\n")).unwrap();
+    fs::set_permissions(&old_key_file, fs::Permissions::from_mode(0o600)).unwrap();
+    let old_key_arg = old_key_file.to_str().unwrap();
+
+    // Sessions of every kind under the first key.
+    let master = Master::with_key(&store);
+    let create = |master: &Master, data: &str, limits: &[&str]| {
+        let mut args = vec!["create", data];
+        args.extend(limits);
+        master.client(&args).expect(0).out().to_owned()
+    };
+    let plain = create(&master, r#"{"n": 1}"#, &[]);
+    let lived = create(&master, r#"{"n": 2}"#, &["--ttl", "3600"]);
+    let budget = create(&master, r#"{"n": 3}"#, &["--silence-read", "5"]);
+    master.stop();
+
+    // The new key alone would strand them, so the master refuses it.
+    let new_only = [("CRUDJT_SECRET_KEY", OTHER_KEY)];
+    let refused = Master::try_start(&store, &[], &new_only)
+        .err()
+        .expect("refused");
+    assert_eq!(refused.status.code(), Some(1));
+    let last = refused.logs.last().unwrap();
+    assert!(last.contains("secret key does not match"), "{last}");
+
+    // With the old key beside it, every old token reads as before.
+    let rotating = ["--previous-secret-key-file", old_key_arg];
+    let master = Master::start(&store, &rotating, &new_only);
+    let logs = master.logs().join("\n");
+    assert!(logs.contains(r#""previous_keys":1"#), "{logs}");
+    assert!(!logs.contains(KEY) && !logs.contains(OTHER_KEY));
+
+    // The sweep at start re-seals the old records under the new key; their
+    // tokens still need the old one.
+    let stats = stats_until(&master, |stats| {
+        stats["last_sweep_unix_ms"] != 0 && key_usage(stats, 0).3 == 0
+    });
+    assert_eq!(stats["keys"].as_array().unwrap().len(), 2, "{stats}");
+    assert_eq!(key_usage(&stats, 0), (false, true, 3, 0), "{stats}");
+    assert_eq!(key_usage(&stats, 1), (true, true, 0, 3), "{stats}");
+    assert_eq!(stats["last_sweep_resealed"], 3, "{stats}");
+    assert_eq!(stats["last_sweep_dropped"], 0, "{stats}");
+
+    let read =
+        |master: &Master, token: &str| json_of(master.client(&["read", token]).expect(0).out());
+    assert_eq!(read(&master, &plain), json!({"data": {"n": 1}}));
+    let ttl = read(&master, &lived)["metadata"]["ttl"].as_u64().unwrap();
+    assert!((3500..=3600).contains(&ttl), "{ttl}");
+    let spent = read(&master, &budget);
+    assert_eq!(
+        spent,
+        json!({"metadata": {"silence_read": 4}, "data": {"n": 3}})
+    );
+    let fresh = create(&master, r#"{"n": 4}"#, &[]);
+    assert_eq!(read(&master, &fresh), json!({"data": {"n": 4}}));
+    let stats = stats_until(&master, |stats| key_usage(stats, 1).2 == 1);
+    assert_eq!(key_usage(&stats, 0), (false, true, 3, 0), "{stats}");
+    assert_eq!(key_usage(&stats, 1), (true, true, 1, 4), "{stats}");
+    master.stop();
+
+    // The previous key can come from the environment too.
+    let env = [
+        ("CRUDJT_SECRET_KEY", OTHER_KEY),
+        ("CRUDJT_PREVIOUS_SECRET_KEYS", KEY),
+    ];
+    let master = Master::start(&store, &[], &env);
+    assert_eq!(read(&master, &plain), json!({"data": {"n": 1}}));
+    master.stop();
+
+    // Dropping the old key ends its sessions, and only those.
+    let master = Master::start(&store, &[], &new_only);
+    for token in [&plain, &lived, &budget] {
+        assert_eq!(master.client(&["read", token]).expect(1).out(), "null");
+    }
+    assert_eq!(read(&master, &fresh), json!({"data": {"n": 4}}));
+    let stats = stats_until(&master, |stats| key_usage(stats, 0).2 == 0);
+    assert_eq!(key_usage(&stats, 0), (false, false, 0, 0), "{stats}");
+    assert_eq!(key_usage(&stats, 1), (true, true, 1, 1), "{stats}");
+    assert_eq!(stats["last_sweep_dropped"], 3, "{stats}");
+    assert_eq!(stats["tokens"], 1, "{stats}");
+    master.stop();
+}
+
+#[test]
+fn bad_previous_keys_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let good = dir.path().join("good.key");
+    fs::write(&good, format!("{OTHER_KEY}\n")).unwrap();
+    let not_a_key = dir.path().join("bad.key");
+    let secret_looking = "c2hvcnQgYW5kIHNlY3JldA==";
+    fs::write(&not_a_key, secret_looking).unwrap();
+    let files = format!("{},{}", good.display(), not_a_key.display());
+    let key = ("CRUDJT_SECRET_KEY", KEY);
+
+    let in_file = Master::try_start(
+        &store,
+        &["--previous-secret-key-file", not_a_key.to_str().unwrap()],
+        &[key],
+    );
+    let in_files = Master::try_start(
+        &store,
+        &[],
+        &[key, ("CRUDJT_PREVIOUS_SECRET_KEY_FILES", &files)],
+    );
+    for failed in [in_file, in_files] {
+        let failed = failed.err().expect("refused");
+        assert_eq!(failed.status.code(), Some(2));
+        let last = failed.logs.last().unwrap();
+        let names = format!("previous secret key file {}", not_a_key.display());
+        assert!(last.contains(&names) && last.contains("16 bytes"), "{last}");
+        assert!(!failed.stderr().contains(secret_looking));
+    }
+
+    let listed = format!("{OTHER_KEY},{secret_looking}");
+    let in_var = Master::try_start(
+        &store,
+        &[],
+        &[key, ("CRUDJT_PREVIOUS_SECRET_KEYS", &listed)],
+    );
+    let in_var = in_var.err().expect("refused");
+    assert_eq!(in_var.status.code(), Some(2));
+    let last = in_var.logs.last().unwrap();
+    assert!(
+        last.contains("key 2 of 2 in CRUDJT_PREVIOUS_SECRET_KEYS"),
+        "{last}"
+    );
+    let logs = in_var.stderr();
+    assert!(!logs.contains(secret_looking) && !logs.contains(OTHER_KEY) && !logs.contains(KEY));
+
+    let missing = dir.path().join("missing.key");
+    let gone = Master::try_start(
+        &store,
+        &["--previous-secret-key-file", missing.to_str().unwrap()],
+        &[key],
+    );
+    let gone = gone.err().expect("refused");
+    assert_eq!(gone.status.code(), Some(1), "as for --secret-key-file");
+    assert!(
+        gone.stderr()
+            .contains("cannot read previous secret key file"),
+        "{}",
+        gone.stderr()
+    );
 }
 
 #[test]

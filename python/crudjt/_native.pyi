@@ -1,6 +1,7 @@
 """Type stubs for crudjt's native module."""
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypedDict
@@ -26,6 +27,22 @@ class SweepReport(TypedDict):
     at: float
     seconds: float
     removed: int
+    #: Records found sealed under a previous key and moved to the current.
+    resealed: int
+    #: Records removed because they need a key the store was not given.
+    dropped: int
+
+class KeyUsage(TypedDict):
+    #: 0 for the store's first key, one more for each new key.
+    number: int
+    #: Whether it makes new tokens and seals every write.
+    current: bool
+    #: Whether the open store was given it (as current or previous key).
+    given: bool
+    #: Records whose token it made: dropping the key ends those sessions.
+    tokens: int
+    #: Records still sealed under it; the sweep moves them to the current.
+    sealed: int
 
 class Stats(TypedDict):
     tokens: int
@@ -39,6 +56,8 @@ class Stats(TypedDict):
     flush_failures: int
     last_flush: FlushReport | None
     last_sweep: SweepReport | None
+    #: Every secret key the store has used, counted at the last flush.
+    keys: list[KeyUsage]
 
 class Store:
     """A crudjt store opened in this process.
@@ -46,6 +65,11 @@ class Store:
     Raises ``ValueError`` for a bad key or option, ``InvalidState`` when
     the store is open elsewhere or was made with another key, and
     ``InternalError`` when it cannot be opened.
+
+    ``previous_secret_keys`` (base64, like ``secret_key``) rotates the key:
+    tokens made under them keep working while the store moves to
+    ``secret_key``. A new key is refused unless the store's current key is
+    among them.
     """
 
     def __init__(
@@ -58,6 +82,7 @@ class Store:
         cache_capacity: int = 40000,
         max_data_size: int = 256,
         sweep_interval: float = 86400.0,
+        previous_secret_keys: Iterable[str] | None = None,
     ) -> None: ...
     def create(
         self, data: dict[Any, Any], ttl: int | None = None, silence_read: int | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from ._native import Client, Store
@@ -100,6 +101,7 @@ class Config:
         tls_key: str | os.PathLike[str] | None = None,
         tls_client_ca: str | os.PathLike[str] | None = None,
         auth_token: str | None = None,
+        previous_secret_keys: Iterable[str] | None = None,
     ) -> None:
         """Opens the store and serves it over gRPC from background threads.
 
@@ -108,6 +110,12 @@ class Config:
         crudjt's behaviour. ``tls_cert``/``tls_key`` (PEM files) serve TCP
         over TLS, ``tls_client_ca`` requires client certificates from that
         CA, and ``auth_token`` requires that secret on every call.
+
+        ``previous_secret_keys`` rotates the key: pass the new key as
+        ``secret_key`` and the old ones here (base64, like ``secret_key``).
+        Tokens made under an old key keep working, and its records move to
+        the new key; ``stats()["keys"]`` says how many tokens still need
+        each key. Once an old key is left out, its tokens are not found.
         """
         global _backend
         with cls._lock:
@@ -120,6 +128,7 @@ class Config:
                 cache_capacity=cache_capacity,
                 max_data_size=max_data_size,
                 sweep_interval=sweep_interval,
+                previous_secret_keys=previous_secret_keys,
             )
             try:
                 bound = store.serve(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import crudjt
-from helpers import PROCESS_TIMEOUT
+from helpers import PROCESS_TIMEOUT, wait_until
 
 #: The calls every usage script makes, printing each result.
 CRUD_CALLS = """
@@ -194,6 +194,9 @@ def test_stats_have_the_keys_the_stub_declares(api):
     assert stats["tokens"] >= 1
     assert stats["durability"] == "interval"
     assert stats["max_data_size"] == 256
+    assert set(stats["keys"][0]) == _stub_fields("KeyUsage")
+    sweep = wait_until(lambda: api.stats()["last_sweep"])
+    assert set(sweep) == _stub_fields("SweepReport")
 
 
 @pytest.mark.parametrize("cls", ["Store", "Client"])
@@ -213,6 +216,6 @@ def test_native_stub_declares_the_module_functions():
     """The stub's module-level names exist in the native module."""
     from crudjt import _native
 
-    typed_dicts = {"Metadata", "ReadResult", "FlushReport", "SweepReport", "Stats"}
+    typed_dicts = {"Metadata", "ReadResult", "FlushReport", "SweepReport", "KeyUsage", "Stats"}
     for name in set(_stub_names()) - typed_dicts:
         assert hasattr(_native, name), name

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crudjt::{Durability, Limits};
+use crudjt::{Durability, Limits, SecretKey};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyString};
+use pyo3::types::{PyBytes, PyInt, PyString};
 
 use crate::errors;
 
@@ -76,6 +76,44 @@ pub fn durability(value: &str) -> PyResult<Durability> {
             "durability must be 'interval' or 'always', got {other:?}"
         ))),
     }
+}
+
+/// `previous_secret_keys`: `None`, or an iterable of base64 keys (a list,
+/// usually). A bad key is named by its position, never echoed.
+pub fn previous_keys(value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<SecretKey>> {
+    const NAME: &str = "previous_secret_keys";
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(Vec::new());
+    };
+    // A str or bytes is iterable too, one character at a time: a lone key
+    // passed without its list would otherwise read as many bad keys.
+    if value.is_instance_of::<PyString>() || value.is_instance_of::<PyBytes>() {
+        return Err(PyValueError::new_err(format!(
+            "{NAME} must be a list of base64 keys, got one {}; pass [key]",
+            type_name(value)
+        )));
+    }
+    let items = value.try_iter().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{NAME} must be a list of base64 keys or None, got {}",
+            type_name(value)
+        ))
+    })?;
+    items
+        .enumerate()
+        .map(|(place, item)| {
+            let item = item?;
+            let text = item.cast::<PyString>().map_err(|_| {
+                PyValueError::new_err(format!(
+                    "{NAME}[{place}] must be a str, got {}",
+                    type_name(&item)
+                ))
+            })?;
+            SecretKey::from_base64(&text.to_cow()?).map_err(|err| {
+                PyValueError::new_err(format!("{NAME}[{place}] is not a valid key: {err}"))
+            })
+        })
+        .collect()
 }
 
 pub fn type_name(value: &Bound<'_, PyAny>) -> String {

@@ -2,11 +2,11 @@
 
 use crudjt_grpc::proto::admin::StatsResponse;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 
 /// `{'tokens': ..., 'file_bytes': ..., ..., 'last_flush': {...} | None,
-/// 'last_sweep': {...} | None}`; times are Unix seconds and durations
-/// seconds, as floats.
+/// 'last_sweep': {...} | None, 'keys': [{...}, ...]}`; times are Unix
+/// seconds and durations seconds, as floats.
 pub fn to_dict<'py>(py: Python<'py>, stats: &StatsResponse) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     dict.set_item("tokens", stats.tokens)?;
@@ -34,9 +34,22 @@ pub fn to_dict<'py>(py: Python<'py>, stats: &StatsResponse) -> PyResult<Bound<'p
             sweep.set_item("at", stats.last_sweep_unix_ms as f64 / 1e3)?;
             sweep.set_item("seconds", stats.last_sweep_micros as f64 / 1e6)?;
             sweep.set_item("removed", stats.last_sweep_removed)?;
+            sweep.set_item("resealed", stats.last_sweep_resealed)?;
+            sweep.set_item("dropped", stats.last_sweep_dropped)?;
             Ok(sweep)
         })
         .transpose()?;
     dict.set_item("last_sweep", last_sweep)?;
+    let keys = PyList::empty(py);
+    for key in &stats.keys {
+        let usage = PyDict::new(py);
+        usage.set_item("number", key.number)?;
+        usage.set_item("current", key.current)?;
+        usage.set_item("given", key.given)?;
+        usage.set_item("tokens", key.tokens)?;
+        usage.set_item("sealed", key.sealed)?;
+        keys.append(usage)?;
+    }
+    dict.set_item("keys", keys)?;
     Ok(dict)
 }

@@ -123,6 +123,7 @@ impl PyStore {
         cache_capacity = Config::DEFAULT_CACHE_CAPACITY,
         max_data_size = Config::DEFAULT_MAX_DATA_SIZE,
         sweep_interval = 86_400.0,
+        previous_secret_keys = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -134,6 +135,7 @@ impl PyStore {
         cache_capacity: usize,
         max_data_size: usize,
         sweep_interval: f64,
+        previous_secret_keys: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStore> {
         let secret_key = secret_key.filter(|k| !k.is_empty()).ok_or_else(|| {
             PyValueError::new_err(
@@ -151,6 +153,9 @@ impl PyStore {
             .sweep_interval(args::seconds("sweep_interval", sweep_interval)?);
         if let Some(path) = path {
             config = config.path(path);
+        }
+        for key in args::previous_keys(previous_secret_keys)? {
+            config = config.previous_key(key);
         }
         let store = py.detach(|| Store::open(config)).map_err(errors::open)?;
         let shared = Arc::new(Shared {

@@ -114,8 +114,9 @@ class Config:
         ``previous_secret_keys`` rotates the key: pass the new key as
         ``secret_key`` and the old ones here (base64, like ``secret_key``).
         Tokens made under an old key keep working, and its records move to
-        the new key; ``stats()["keys"]`` says how many tokens still need
-        each key. Once an old key is left out, its tokens are not found.
+        the new key; the ``keys`` in ``Client.stats()`` (or ``crudjt stats``)
+        say how many tokens still need each key. Once an old key is left
+        out, its tokens are not found.
         """
         global _backend
         with cls._lock:

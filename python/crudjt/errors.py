@@ -19,7 +19,8 @@ class InvalidState(Exception):
 
 
 class MasterUnavailable(InternalError, ConnectionError):
-    """A connected process could not reach the master."""
+    """A connected process could not reach the master, or the master holds
+    its limit of connections; the message says which."""
 
 
 class AccessDenied(InternalError, PermissionError):

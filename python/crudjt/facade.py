@@ -168,7 +168,8 @@ class Config:
     ) -> None:
         """Sends every call to the master at ``grpc_host:grpc_port`` (or
         ``unix_socket``). Nothing is dialled until the first call, so the
-        master may start later; a call while it is down raises
+        master may start later; a call while it is down, or while it holds
+        its limit of connections, raises
         :class:`crudjt.errors.MasterUnavailable`. ``tls_ca`` (a PEM file)
         connects with TLS, trusting that CA; ``tls_cert``/``tls_key`` present
         a client certificate; ``auth_token`` is sent with every call."""

@@ -13,7 +13,8 @@ pub const FAILED: u8 = 1;
 /// Bad arguments, refused here or by the master. Clap's own usage errors
 /// also exit with 2, so every kind of bad input shares one status.
 pub const INVALID: u8 = 2;
-/// Nothing answered at the master's address.
+/// Nothing answered at the master's address, or the master holds its
+/// limit of connections: either way, a later try may succeed.
 pub const UNREACHABLE: u8 = 3;
 /// The master answered but failed the call.
 pub const MASTER_FAILED: u8 = 4;
@@ -26,7 +27,7 @@ Exit status:
      (read prints null, update and delete print false)
   2  invalid arguments: bad JSON, data that is not an object or is too large,
      a limit of 0, or anything else the master refuses as INVALID_ARGUMENT
-  3  cannot reach the master
+  3  cannot reach the master, or it holds its limit of connections
   4  the master failed the call";
 
 /// Input this program refuses before any store or master sees it.
@@ -66,7 +67,7 @@ pub fn status_of(err: &anyhow::Error, family: Family) -> u8 {
         if let Some(err) = cause.downcast_ref::<ClientError>() {
             return match err {
                 ClientError::InvalidArgument(_) => INVALID,
-                ClientError::NotConnected { .. } => UNREACHABLE,
+                ClientError::NotConnected { .. } | ClientError::Busy { .. } => UNREACHABLE,
                 _ => MASTER_FAILED,
             };
         }
@@ -94,6 +95,11 @@ mod tests {
         };
         let status = |err: anyhow::Error| status_of(&err, Family::Client);
         assert_eq!(status(unreachable.into()), UNREACHABLE);
+        let busy = ClientError::Busy {
+            target: "127.0.0.1:1".into(),
+            message: "the master holds its limit of 2 connections".into(),
+        };
+        assert_eq!(status(busy.into()), UNREACHABLE);
         assert_eq!(
             status(ClientError::InvalidArgument("no".into()).into()),
             INVALID

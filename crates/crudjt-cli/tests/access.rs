@@ -1,9 +1,12 @@
 //! Who may reach the master: the Unix socket's file mode and its peer
-//! credential rules, through the real `crudjt serve`.
+//! credential rules, and the cap on connections, through the real
+//! `crudjt serve`.
 
 mod common;
 
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
 
 use crudjt::Limits;
 use crudjt_grpc::{Client, ClientError, Target};
@@ -149,31 +152,28 @@ async fn connections_over_the_limit_are_refused_until_one_closes() {
     let token = first.create(DATA, Limits::NONE).await.unwrap();
     assert!(second.read(&token).await.unwrap().is_some());
 
-    let third = match Client::connect(target.clone()).await {
-        Ok(client) => client.read(&token).await.err(),
-        Err(err) => Some(err),
-    };
-    let err = third.expect("a third connection was served");
-    assert!(matches!(err, ClientError::NotConnected { .. }), "{err:?}");
+    let third = Client::connect(target.clone()).await.unwrap();
+    let err = third.read(&token).await.unwrap_err();
+    assert!(matches!(err, ClientError::Busy { .. }), "{err:?}");
     // The two admitted clients are unaffected.
     assert!(first.read(&token).await.unwrap().is_some());
+    assert!(second.read(&token).await.unwrap().is_some());
 
+    // Once a slot is free, the refused client gets it by itself: the
+    // master soon closes the refused connection, and the client connects
+    // again.
     drop(second);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let attempt = match Client::connect(target.clone()).await {
-            Ok(client) => client.read(&token).await.map(|found| found.is_some()),
-            Err(err) => Err(err),
-        };
-        match attempt {
+        match third.read(&token).await {
             Ok(found) => {
-                assert!(found);
+                assert!(found.is_some());
                 break;
             }
             Err(_) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            Err(err) => panic!("no slot came free after a client left: {err}"),
+            Err(err) => panic!("the refused client never got the free slot: {err}"),
         }
     }
     let logged = master
@@ -181,5 +181,99 @@ async fn connections_over_the_limit_are_refused_until_one_closes() {
         .iter()
         .any(|line| line.contains("refused a connection"));
     assert!(logged, "the refusal was not logged");
+    master.stop();
+}
+
+/// The answer a client over `--max-connections 1` gets.
+const BUSY: &str = "the master holds its limit of 1 connection; try again later";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_the_limit_is_told_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("CRUDJT_SECRET_KEY", common::KEY)];
+    let args = ["--max-connections", "1"];
+    let master = common::Master::start(&dir.path().join("store"), &args, &env);
+    let port = master.port.unwrap();
+    let target = Target::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let held = Client::connect(target.clone()).await.unwrap();
+    let token = held.create(DATA, Limits::NONE).await.unwrap();
+
+    // The Rust client: a call fails as `Busy`, with the master's reason.
+    let refused = Client::connect(target.clone()).await.unwrap();
+    let err = refused.read(&token).await.unwrap_err();
+    assert!(matches!(err, ClientError::Busy { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("the crudjt master at 127.0.0.1:{port} is busy: {BUSY}")
+    );
+
+    // The CLI: the same words, and the exit status of an unreachable master.
+    let run = master.client(&["read", &token]);
+    assert_eq!(run.code(), 3, "{run:?}");
+    assert!(run.stderr.contains(BUSY), "{run:?}");
+
+    // The held connection keeps working.
+    assert_eq!(held.read(&token).await.unwrap().unwrap().data, DATA);
+    let changed = [0x81, 0xa1, b'a', 0x02];
+    assert!(held.update(&token, &changed, Limits::NONE).await.unwrap());
+    master.stop();
+}
+
+#[test]
+fn refused_connections_are_capped_and_closed_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("CRUDJT_SECRET_KEY", common::KEY)];
+    let args = ["--max-connections", "1"];
+    let master = common::Master::start(&dir.path().join("store"), &args, &env);
+    let address = ("127.0.0.1", master.port.unwrap());
+
+    // Silent connections: the first takes the slot, the master answers
+    // the next 32 for a short while, and closes the rest at once.
+    let slot = std::net::TcpStream::connect(address).unwrap();
+    let mut silent: Vec<_> = (0..100)
+        .map(|_| std::net::TcpStream::connect(address).unwrap())
+        .collect();
+    let unanswered = || {
+        master
+            .logs()
+            .iter()
+            .any(|line| line.contains("closed a connection unanswered"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !unanswered() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(unanswered(), "refused connections are not capped");
+
+    // Even a refused client that never says a word is closed, long before
+    // this read gives up.
+    let mut refused = silent.swap_remove(0);
+    refused
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut sent = Vec::new();
+    if let Err(err) = refused.read_to_end(&mut sent) {
+        let open = matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+        assert!(!open, "a refused connection stayed open");
+    }
+    drop(silent);
+
+    // Once the slot is free again, the master serves as before.
+    drop(slot);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let run = master.client(&["create", "{}"]);
+        if run.code() == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot never came free: {run:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     master.stop();
 }

@@ -171,6 +171,35 @@ async fn tls_serves_clients_that_trust_its_ca_and_no_one_else() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_the_connection_limit_is_told_why_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "crudjt-test-ca");
+    pki.issue("server", "serverAuth");
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let args = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--max-connections",
+        "1",
+    ];
+    let master = serve(dir.path(), &args, &[]);
+    let security = trusting(&pki);
+
+    let held = Client::connect_with(tcp(&master), &security).await.unwrap();
+    let token = held.create(DATA, Limits::NONE).await.unwrap();
+    let refused = round_trip(tcp(&master), &security).await.unwrap_err();
+    assert!(matches!(refused, ClientError::Busy { .. }), "{refused:?}");
+    assert!(
+        refused.to_string().contains("limit of 1 connection"),
+        "{refused}"
+    );
+    assert!(held.read(&token).await.unwrap().is_some());
+    master.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_from_the_right_ca_is_required_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "crudjt-test-ca");

@@ -58,6 +58,16 @@ pub enum ClientError {
         /// What went wrong.
         reason: String,
     },
+    /// The master holds its limit of connections and turned this one
+    /// away. It closes such a connection within seconds; the client's calls
+    /// after that connect again, and may find a free slot.
+    #[error("the crudjt master at {target} is busy: {message}")]
+    Busy {
+        /// Where the client tried.
+        target: String,
+        /// The master's message, which names its limit.
+        message: String,
+    },
     /// The master reached, but it failed the call.
     #[error("crudjt master failed ({code:?}): {message}")]
     Server {
@@ -88,8 +98,15 @@ impl ClientError {
                     reason: source_chain(cause),
                 }
             }
+            // The master answers RESOURCE_EXHAUSTED only when it holds its
+            // connection limit, and its message says so.
+            (Code::ResourceExhausted, None) => ClientError::Busy {
+                target: target.to_string(),
+                message: status.message().to_owned(),
+            },
             // The master never cancels a call itself: this is a connection
-            // it closed, for one because it holds its connection limit.
+            // it closed, for one because it held its connection limit and
+            // was already answering as many refused clients as it will.
             (Code::Cancelled, _) => ClientError::NotConnected {
                 target: target.to_string(),
                 reason: format!("the master closed the connection ({})", status.message()),
@@ -464,6 +481,21 @@ mod tests {
         assert!(parse_read_result(&[NIL]).unwrap().is_none());
         assert!(parse_read_result(&[0x80]).is_err());
         assert!(parse_read_result(&[0x91, 0x01]).is_err());
+    }
+
+    #[test]
+    fn a_master_at_its_connection_limit_is_busy() {
+        let target = Target::Tcp {
+            host: "127.0.0.1".into(),
+            port: 9,
+        };
+        let message = "the master holds its limit of 2 connections; try again later";
+        let err = ClientError::from_status(&target, Status::resource_exhausted(message));
+        assert!(matches!(err, ClientError::Busy { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("the crudjt master at 127.0.0.1:9 is busy: {message}")
+        );
     }
 
     #[test]

@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use crudjt::Store;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
-use crate::limit;
+use crate::limit::{self, Limit};
 use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::token::token_service_server::TokenServiceServer;
 use crate::security::{AuthToken, RequireToken, ServerTls};
@@ -39,8 +39,9 @@ pub struct ServeOptions {
     /// kernel-reported credentials; everyone the file mode lets in when
     /// `None`.
     pub unix_peers: Option<PeerRule>,
-    /// Connections held open at once, over all listeners; more are closed
-    /// as they arrive.
+    /// Connections held open at once, over all listeners. Calls on more
+    /// fail with `RESOURCE_EXHAUSTED`, saying so, and those connections
+    /// are closed within seconds.
     pub max_connections: usize,
     /// Calls one connection may have in flight (HTTP/2 concurrent streams);
     /// a client's further calls wait for its own to finish.
@@ -182,17 +183,7 @@ pub async fn serve(
         let require = RequireToken(options.auth_token.clone());
         let tokens = InterceptedService::new(tokens, require.clone());
         let admin = InterceptedService::new(AdminServer::new(master.clone()), require);
-        let mut builder = Server::builder();
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls.config()).map_err(|err| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("cannot use the TLS certificate or key: {}", chain(&err)),
-                )
-            })?;
-        }
-        Ok(builder
-            .tcp_nodelay(true)
+        Ok(builder(tls)?
             .max_concurrent_streams(options.max_concurrent_calls)
             .add_service(health.clone())
             .add_service(reflection_v1)
@@ -201,7 +192,7 @@ pub async fn serve(
             .add_service(tokens))
     };
 
-    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let limit = Limit::new(options.max_connections);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -221,10 +212,16 @@ pub async fn serve(
             stream.set_nodelay(true)?;
             Ok::<_, io::Error>(stream)
         });
-        let incoming = limit::counted(incoming, slots.clone(), options.max_connections);
+        let (admitted, refused) = limit.split(incoming);
         let server = router(options.tls.as_ref())?
-            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+            .serve_with_incoming_shutdown(admitted, stopped(stop_rx.clone()));
         servers.spawn(server);
+        let refusals = refusing(options.tls.as_ref())?.serve_with_incoming_shutdown(
+            limit.refuse(),
+            refused,
+            stopped(stop_rx.clone()),
+        );
+        servers.spawn(refusals);
     }
     if let Some(path) = &options.unix_socket {
         let listener = unix::bind(path, options.unix_socket_mode)?;
@@ -233,9 +230,15 @@ pub async fn serve(
             UnixListenerStream::new(listener),
             options.unix_peers.clone(),
         );
-        let incoming = limit::counted(incoming, slots.clone(), options.max_connections);
-        let server = router(None)?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+        let (admitted, refused) = limit.split(incoming);
+        let server = router(None)?.serve_with_incoming_shutdown(admitted, stopped(stop_rx.clone()));
         servers.spawn(server);
+        let refusals = refusing(None)?.serve_with_incoming_shutdown(
+            limit.refuse(),
+            refused,
+            stopped(stop_rx.clone()),
+        );
+        servers.spawn(refusals);
     }
     if servers.is_empty() {
         let err = "no TCP address or Unix socket to listen on";
@@ -264,6 +267,27 @@ pub async fn serve(
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+/// A server builder with the listener's TLS, if any.
+fn builder(tls: Option<&ServerTls>) -> io::Result<Server> {
+    let builder = Server::builder().tcp_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok(builder);
+    };
+    builder.tls_config(tls.config()).map_err(|err| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot use the TLS certificate or key: {}", chain(&err)),
+        )
+    })
+}
+
+/// The server for connections over the limit: it speaks the listener's
+/// protocol, TLS included, only to answer each call with the refusal, and
+/// takes few calls at once on each of them.
+fn refusing(tls: Option<&ServerTls>) -> io::Result<Server> {
+    Ok(builder(tls)?.max_concurrent_streams(limit::REFUSAL_CALLS))
 }
 
 fn flatten(

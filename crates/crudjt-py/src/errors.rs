@@ -6,8 +6,9 @@
 //!   process.
 //! - A store that is closed, used from a forked child, locked by another
 //!   process or made with another key raises `crudjt.errors.InvalidState`.
-//! - A master that cannot be reached raises
-//!   `crudjt.errors.MasterUnavailable`, a `ConnectionError`.
+//! - A master that cannot be reached, or that holds its limit of
+//!   connections, raises `crudjt.errors.MasterUnavailable`, a
+//!   `ConnectionError`, with the master's reason.
 //! - A master that refuses the client's credentials raises
 //!   `crudjt.errors.AccessDenied`, a `PermissionError`.
 //! - Everything else the store or the master fails raises
@@ -51,7 +52,9 @@ pub fn open(err: OpenError) -> PyErr {
 pub fn client(err: ClientError) -> PyErr {
     match err {
         ClientError::InvalidArgument(message) => PyValueError::new_err(message),
-        ClientError::NotConnected { .. } => MasterUnavailable::new_err(err.to_string()),
+        ClientError::NotConnected { .. } | ClientError::Busy { .. } => {
+            MasterUnavailable::new_err(err.to_string())
+        }
         ClientError::Server {
             code: Code::Unavailable,
             ..

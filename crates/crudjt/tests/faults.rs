@@ -1,18 +1,20 @@
-//! Faults of the disk and the file: a full or read-only filesystem, a
-//! truncated file, bytes flipped anywhere in it, an unusable directory.
+//! Faults of the disk and the file: a full, read-only or slow filesystem,
+//! a truncated file, bytes flipped anywhere in it, an unusable directory.
 //! Each must give a clear error, never a panic or wrong data, lose nothing
 //! already flushed, and, where the fault can clear, let the store recover
 //! by itself.
 //!
-//! The filesystem faults mount a small tmpfs, which needs root (CI and the
-//! development machines run as root); without it those tests say so on
-//! stderr and pass without checking anything.
+//! The filesystem faults mount a small tmpfs, or an ext4 filesystem on a
+//! throttled loop device, which needs root (CI and the development machines
+//! run as root); without it those tests say so on stderr and pass without
+//! checking anything.
 
 mod common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{config, key, open, packed_of_size};
@@ -100,12 +102,15 @@ fn assert_all_readable(store: &Store, tokens: &[String]) {
     }
 }
 
+/// The bound on pending writes in [`tight`].
+const TIGHT_PENDING_BYTES: u64 = 256 << 10;
+
 /// A small bound on pending writes, so that a failing disk reaches the
 /// callers quickly.
 fn tight(dir: &Path) -> Config {
     config(dir)
         .flush_interval(Duration::from_millis(20))
-        .max_pending_bytes(256 << 10)
+        .max_pending_bytes(TIGHT_PENDING_BYTES as usize)
 }
 
 #[test]
@@ -164,6 +169,296 @@ fn a_read_only_filesystem_is_refused_at_open_and_loses_nothing() {
     fs.remount("rw");
     let store = open(&dir);
     assert_all_readable(&store, &tokens);
+}
+
+/// How fast the slow disk takes writes: bytes and write requests a second.
+/// A commit of a full batch of pending writes then takes about half a
+/// second.
+const SLOW_WRITE_BPS: u64 = 512 << 10;
+const SLOW_WRITE_IOPS: u64 = 100;
+
+/// A slow disk, for real: ext4 on a loop device whose writes the kernel's
+/// block-I/O throttle (cgroup v1 `blkio.throttle.*`, root group) holds to
+/// [`SLOW_WRITE_BPS`] and [`SLOW_WRITE_IOPS`]. The rules name the device,
+/// so they slow every write to it, the store's and the journal's alike,
+/// and nothing else. Dropping it lifts the rules, unmounts and detaches
+/// the device, also when the test panics.
+struct SlowDisk {
+    mount: PathBuf,
+    /// Each step of the setup, once done, so that drop undoes just those.
+    device: Option<String>,
+    mounted: bool,
+    /// The blkio hierarchy and the device's `major:minor`.
+    rules: Option<(PathBuf, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl SlowDisk {
+    const BYTES: u64 = 64 << 20;
+
+    fn make() -> Option<SlowDisk> {
+        match SlowDisk::try_make() {
+            Ok(disk) => Some(disk),
+            Err(reason) => {
+                eprintln!("skipped: no slow disk: {reason}");
+                None
+            }
+        }
+    }
+
+    fn try_make() -> Result<SlowDisk, String> {
+        let blkio = blkio_hierarchy().ok_or("the cgroup v1 blkio controller is not mounted")?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let image = dir.path().join("disk.img");
+        std::fs::File::create(&image)
+            .and_then(|file| file.set_len(SlowDisk::BYTES))
+            .map_err(|e| format!("cannot make the disk image: {e}"))?;
+        let mut disk = SlowDisk {
+            mount: dir.path().join("fs"),
+            device: None,
+            mounted: false,
+            rules: None,
+            _dir: dir,
+        };
+        std::fs::create_dir(&disk.mount).map_err(|e| e.to_string())?;
+
+        let device = output(
+            Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(&image),
+        )?;
+        disk.device = Some(device.clone());
+        output(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&device))?;
+        output(Command::new("mount").arg(&device).arg(&disk.mount))?;
+        disk.mounted = true;
+
+        let name = device.trim_start_matches("/dev/");
+        let numbers = std::fs::read_to_string(format!("/sys/block/{name}/dev"))
+            .map_err(|e| format!("cannot find the numbers of {device}: {e}"))?;
+        disk.rules = Some((blkio, numbers.trim().to_owned()));
+        disk.throttle(SLOW_WRITE_BPS, SLOW_WRITE_IOPS)
+            .map_err(|e| format!("cannot throttle {device}: {e}"))?;
+        Ok(disk)
+    }
+
+    /// Sets the device's write limits; 0 lifts one.
+    fn throttle(&self, bps: u64, iops: u64) -> std::io::Result<()> {
+        let Some((blkio, numbers)) = &self.rules else {
+            return Ok(());
+        };
+        let rule = |file: &str, limit: u64| {
+            std::fs::write(blkio.join(file), format!("{numbers} {limit}\n"))
+        };
+        let bytes = rule("blkio.throttle.write_bps_device", bps);
+        let requests = rule("blkio.throttle.write_iops_device", iops);
+        bytes.and(requests)
+    }
+
+    /// Makes the disk fast again.
+    fn lift(&self) {
+        self.throttle(0, 0).expect("the throttle lifts");
+    }
+
+    /// A guard that makes the disk fast again when dropped. Declared after
+    /// a store, it runs before the store's own drop, so that a failing test
+    /// does not wait for the store to flush to the slow disk.
+    fn fast_on_drop(&self) -> FastOnDrop<'_> {
+        FastOnDrop(self)
+    }
+}
+
+struct FastOnDrop<'a>(&'a SlowDisk);
+
+impl Drop for FastOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.throttle(0, 0);
+    }
+}
+
+impl Drop for SlowDisk {
+    fn drop(&mut self) {
+        // Lifted first, so that the unmount's own writes are quick.
+        let _ = self.throttle(0, 0);
+        if self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+        }
+        if let Some(device) = &self.device {
+            let _ = Command::new("losetup").arg("-d").arg(device).status();
+        }
+    }
+}
+
+/// Where the cgroup v1 blkio controller is mounted: its root group's
+/// throttle rules apply to every write to a device, whoever makes it.
+fn blkio_hierarchy() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let cgroup = fields.get(2) == Some(&"cgroup");
+        let blkio = fields.get(3)?.split(',').any(|option| option == "blkio");
+        (cgroup && blkio).then(|| PathBuf::from(fields[1]))
+    })
+}
+
+/// Runs a command; its stdout, or why it failed.
+fn output(command: &mut Command) -> Result<String, String> {
+    let out = command
+        .output()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("{command:?} failed: {}", stderr.trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A field of `/proc/self/status` in KiB, such as `VmRSS`.
+fn memory_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    line.trim().trim_end_matches("kB").trim().parse().unwrap()
+}
+
+/// What one record of `data` weighs against `max_pending_bytes`: the
+/// pending bytes of a store holding just that record, not yet flushed.
+fn pending_weight(data: &[u8]) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path()).flush_interval(Duration::from_secs(3600))).unwrap();
+    store.create_packed(data, Limits::NONE).unwrap();
+    store.stats().pending_bytes
+}
+
+/// What the sampling thread saw while the writers ran.
+#[derive(Default, Debug)]
+struct Seen {
+    samples: u64,
+    most_pending_bytes: u64,
+    backpressured: u64,
+    most_rss_kib: u64,
+}
+
+fn sample(store: &Store, stop: &AtomicBool) -> Seen {
+    let mut seen = Seen::default();
+    while !stop.load(Ordering::Relaxed) {
+        let pending = store.stats().pending_bytes;
+        seen.samples += 1;
+        seen.most_pending_bytes = seen.most_pending_bytes.max(pending);
+        seen.backpressured += u64::from(store.is_backpressured());
+        seen.most_rss_kib = seen.most_rss_kib.max(memory_kib("VmRSS"));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    seen
+}
+
+/// Creates tokens until told to stop; returns them and the longest call.
+fn write_until(store: &Store, stop: &AtomicBool, data: &[u8]) -> (Vec<String>, Duration) {
+    let mut made = Vec::new();
+    let mut longest = Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let token = store.create_packed(data, Limits::NONE);
+        longest = longest.max(started.elapsed());
+        made.push(token.expect("a create on a slow disk").to_string());
+    }
+    (made, longest)
+}
+
+#[test]
+fn a_slow_disk_slows_writers_down_and_keeps_memory_bounded() {
+    const WRITERS: u64 = 4;
+    const WINDOW: Duration = Duration::from_secs(3);
+    // Far more than the pending writes and the store's caches need here,
+    // and far less than 3 s of unthrottled creates would take (over 100
+    // MiB at 200,000 creates a second).
+    const MEMORY_BOUND_KIB: u64 = 64 << 10;
+
+    let data = packed_of_size(200);
+    let weight = pending_weight(&data);
+    let Some(disk) = SlowDisk::make() else {
+        return;
+    };
+    let dir = disk.mount.join("store");
+    let store = Store::open(tight(&dir)).unwrap();
+    let _fast = disk.fast_on_drop();
+    let bound = TIGHT_PENDING_BYTES;
+    let baseline_kib = memory_kib("VmRSS");
+
+    let stop_writing = AtomicBool::new(false);
+    let stop_sampling = AtomicBool::new(false);
+    let started = Instant::now();
+    let (made, longest, elapsed, seen) = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| scope.spawn(|| write_until(&store, &stop_writing, &data)))
+            .collect();
+        let sampler = scope.spawn(|| sample(&store, &stop_sampling));
+        std::thread::sleep(WINDOW);
+        stop_writing.store(true, Ordering::Relaxed);
+        let mut made = Vec::new();
+        let mut longest = Duration::ZERO;
+        for writer in writers {
+            let (tokens, wait) = writer.join().expect("a writer failed");
+            made.extend(tokens);
+            longest = longest.max(wait);
+        }
+        let elapsed = started.elapsed();
+        stop_sampling.store(true, Ordering::Relaxed);
+        (made, longest, elapsed, sampler.join().unwrap())
+    });
+    let stats = store.stats();
+    let created = made.len() as u64;
+    let grew_kib = seen.most_rss_kib.saturating_sub(baseline_kib);
+    eprintln!(
+        "slow disk: {created} creates in {elapsed:.1?} by {WRITERS} writers, longest call \
+         {longest:.0?}, {} commits; pending at most {} of {bound} bytes, at the bound in {} of \
+         {} samples; RSS grew {grew_kib} KiB",
+        stats.flushes, seen.most_pending_bytes, seen.backpressured, seen.samples,
+    );
+
+    // The writers went on while the disk committed (more than the pending
+    // writes can hold), and were held to its pace: every acknowledged
+    // create is committed, whose record the disk wrote at least once, or
+    // pending. The window is rounded up to whole seconds, and one more
+    // second of the disk's rate covers the throttle's slack.
+    let pending_capacity = bound / weight;
+    assert!(
+        created > pending_capacity + WRITERS,
+        "the writers stalled: {created} creates"
+    );
+    assert!(
+        seen.backpressured > 0,
+        "the writers never met back-pressure"
+    );
+    let seconds = elapsed.as_millis().div_ceil(1000) as u64 + 1;
+    let disk_took = SLOW_WRITE_BPS * seconds / weight;
+    assert!(
+        created <= disk_took + pending_capacity + WRITERS,
+        "{created} creates outran a disk that could take {disk_took} records"
+    );
+
+    // A writer checks for room and then adds its record, so each may add
+    // one record past the bound.
+    let most_pending = seen.most_pending_bytes.max(stats.pending_bytes);
+    assert!(
+        most_pending <= bound + WRITERS * weight,
+        "pending writes reached {most_pending} bytes, the bound is {bound}"
+    );
+    assert!(
+        grew_kib < MEMORY_BOUND_KIB,
+        "memory grew {grew_kib} KiB on a slow disk (VmHWM {} KiB)",
+        memory_kib("VmHWM")
+    );
+
+    // Once the disk is fast again, everything acknowledged is kept.
+    disk.lift();
+    store.flush().unwrap();
+    assert_eq!(store.stats().pending_bytes, 0);
+    store.close().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.stats().tokens, created);
+    assert_all_readable(&store, &made);
 }
 
 /// A store of `n` tokens, closed; returns the tokens.

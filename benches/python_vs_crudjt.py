@@ -17,6 +17,10 @@ Usage::
 (``python -m venv /tmp/crudjt-ref && /tmp/crudjt-ref/bin/pip install
 crudjt==1.0.1``). Both run in the same invocation, one after the other, and
 the table gives the ratios. Each phase runs in a fresh process and store.
+
+``--busy-poll SECONDS`` adds a connected run of this package with
+``busy_poll`` on both the master and the client (crudjt 1.0.1 has no such
+option; its row is compared with crudjt's plain connected run).
 """
 
 from __future__ import annotations
@@ -88,7 +92,8 @@ def worker(args: argparse.Namespace) -> None:
     if args.mode == "in-process":
         api.Config.start_master(secret_key=key(), store_jt_path=args.store, grpc_port=free_port())
     else:
-        api.Config.connect_to_master(grpc_port=args.port)
+        extra = {"busy_poll": args.busy_poll} if args.busy_poll else {}
+        api.Config.connect_to_master(grpc_port=args.port, **extra)
     rounds = [run_phases(api, args.tokens) for _ in range(args.rounds)]
     per_op = {p: statistics.median(r[p] for r in rounds) / args.tokens for p in PHASES}
     print(json.dumps(per_op), flush=True)
@@ -100,8 +105,9 @@ def master(args: argparse.Namespace) -> None:
     """Starts a master on `args.port` and waits until stdin closes."""
     import crudjt
 
+    extra = {"busy_poll": args.busy_poll} if args.busy_poll else {}
     crudjt.CRUDJT.Config.start_master(
-        secret_key=key(), store_jt_path=args.store, grpc_port=args.port
+        secret_key=key(), store_jt_path=args.store, grpc_port=args.port, **extra
     )
     print("ready", flush=True)
     sys.stdin.read()
@@ -118,10 +124,13 @@ def wait_for_port(port: int, deadline: float) -> None:
     raise SystemExit(f"no master on port {port}")
 
 
-def measure(python: str, mode: str, tokens: int, rounds: int) -> dict[str, float]:
+def measure(
+    python: str, mode: str, tokens: int, rounds: int, busy_poll: float = 0.0
+) -> dict[str, float]:
     script = os.path.abspath(__file__)
     with tempfile.TemporaryDirectory() as store:
         common = ["--tokens", str(tokens), "--rounds", str(rounds)]
+        polling = ["--busy-poll", str(busy_poll)] if busy_poll else []
         if mode == "in-process":
             out = subprocess.run(
                 [python, script, "worker", "--mode", mode, "--store", store, *common],
@@ -130,14 +139,15 @@ def measure(python: str, mode: str, tokens: int, rounds: int) -> dict[str, float
             return json.loads(out.splitlines()[-1])
         port = free_port()
         server = subprocess.Popen(
-            [python, script, "master", "--store", store, "--port", str(port)],
+            [python, script, "master", "--store", store, "--port", str(port), *polling],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         try:
             server.stdout.readline()
             wait_for_port(port, time.monotonic() + 30)
             out = subprocess.run(
-                [python, script, "worker", "--mode", mode, "--port", str(port), *common],
+                [python, script, "worker", "--mode", mode, "--port", str(port), *common,
+                 *polling],
                 check=True, capture_output=True, text=True,
             ).stdout
             return json.loads(out.splitlines()[-1])
@@ -155,6 +165,11 @@ def drive(args: argparse.Namespace) -> None:
         if args.reference_python:
             ref = measure(args.reference_python, mode, tokens, args.rounds)
         rows.append((mode, tokens, ours, ref))
+    if args.busy_poll:
+        tokens = args.connected_tokens
+        ours = measure(sys.executable, "connected", tokens, args.rounds, args.busy_poll)
+        label = f"connected, busy_poll={args.busy_poll:g}"
+        rows.append((label, tokens, ours, rows[-1][3]))
     print(f"median of {args.rounds} rounds; µs per call (ops/s)")
     print("| mode | op | crudjt (this) | crudjt 1.0.1 | speed-up |")
     print("|---|---|---|---|---|")
@@ -180,13 +195,16 @@ def main() -> None:
     w.add_argument("--port", type=int)
     w.add_argument("--tokens", type=int, required=True)
     w.add_argument("--rounds", type=int, required=True)
+    w.add_argument("--busy-poll", type=float, default=0.0)
     m = sub.add_parser("master")
     m.add_argument("--store", required=True)
     m.add_argument("--port", type=int, required=True)
+    m.add_argument("--busy-poll", type=float, default=0.0)
     parser.add_argument("--reference-python")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=40_000)
     parser.add_argument("--connected-tokens", type=int, default=2_000)
+    parser.add_argument("--busy-poll", type=float, default=0.0)
     args = parser.parse_args()
     if args.command == "worker":
         worker(args)

@@ -110,6 +110,7 @@ class Store:
         tls_key: str | os.PathLike[str] | None = None,
         tls_client_ca: str | os.PathLike[str] | None = None,
         auth_token: str | None = None,
+        busy_poll: float = 0.0,
     ) -> tuple[str, int] | None: ...
     def stop_serving(self) -> None: ...
     def close(self) -> None: ...
@@ -141,6 +142,7 @@ class Client:
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
         auth_token: str | None = None,
+        busy_poll: float = 0.0,
     ) -> None: ...
     def create(
         self, data: dict[Any, Any], ttl: int | None = None, silence_read: int | None = None

@@ -102,6 +102,7 @@ class Config:
         tls_client_ca: str | os.PathLike[str] | None = None,
         auth_token: str | None = None,
         previous_secret_keys: Iterable[str] | None = None,
+        busy_poll: float = 0.0,
     ) -> None:
         """Opens the store and serves it over gRPC from background threads.
 
@@ -117,6 +118,11 @@ class Config:
         the new key; the ``keys`` in ``Client.stats()`` (or ``crudjt stats``)
         say how many tokens still need each key. Once an old key is left
         out, its tokens are not found.
+
+        ``busy_poll`` (seconds, up to 1) keeps the master polling its
+        sockets for that long after each call instead of sleeping, which
+        makes sequential calls from other processes faster at the price of
+        up to one core while they come that often; 0 never busy-polls.
         """
         global _backend
         with cls._lock:
@@ -140,6 +146,7 @@ class Config:
                     tls_key=tls_key,
                     tls_client_ca=tls_client_ca,
                     auth_token=auth_token,
+                    busy_poll=busy_poll,
                 )
             except BaseException:
                 store.close()
@@ -165,6 +172,7 @@ class Config:
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
         auth_token: str | None = None,
+        busy_poll: float = 0.0,
     ) -> None:
         """Sends every call to the master at ``grpc_host:grpc_port`` (or
         ``unix_socket``). Nothing is dialled until the first call, so the
@@ -172,7 +180,10 @@ class Config:
         its limit of connections, raises
         :class:`crudjt.errors.MasterUnavailable`. ``tls_ca`` (a PEM file)
         connects with TLS, trusting that CA; ``tls_cert``/``tls_key`` present
-        a client certificate; ``auth_token`` is sent with every call."""
+        a client certificate; ``auth_token`` is sent with every call.
+        ``busy_poll`` (seconds, up to 1) makes each call poll for its reply
+        for that long before sleeping until it comes: faster round trips
+        for the calling thread's time while it waits; 0 never polls."""
         global _backend
         with cls._lock:
             cls._refuse_second_start()
@@ -185,6 +196,7 @@ class Config:
                 tls_cert=tls_cert,
                 tls_key=tls_key,
                 auth_token=auth_token,
+                busy_poll=busy_poll,
             )
             cls.settings = {
                 "grpc_host": grpc_host,

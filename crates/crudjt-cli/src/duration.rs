@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Parses `500ms`, `2s`, `5m` or `24h`. A bare number is refused rather
+/// Parses `200us`, `500ms`, `2s`, `5m` or `24h`. A bare number is refused rather
 /// than guessed at, since `--flush-interval 500` could mean either unit.
 ///
 /// # Errors
@@ -11,7 +11,7 @@ use std::time::Duration;
 pub fn parse(text: &str) -> Result<Duration, String> {
     let invalid = || {
         format!(
-            "invalid duration `{text}`: give a whole number and a unit (ms, s, m or h), like 500ms"
+            "invalid duration `{text}`: give a whole number and a unit (us, ms, s, m or h), like 500ms"
         )
     };
     let split = text
@@ -19,28 +19,29 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .ok_or_else(invalid)?;
     let (digits, unit) = text.split_at(split);
     let count: u64 = digits.parse().map_err(|_| invalid())?;
-    let millis_per = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
+    let micros_per = match unit {
+        "us" => 1,
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        "m" => 60_000_000,
+        "h" => 3_600_000_000,
         _ => return Err(invalid()),
     };
-    let millis = count
-        .checked_mul(millis_per)
+    let micros = count
+        .checked_mul(micros_per)
         .ok_or_else(|| format!("duration `{text}` is too long"))?;
-    Ok(Duration::from_millis(millis))
+    Ok(Duration::from_micros(micros))
 }
 
 /// Shows a duration the way [`parse`] reads it, in the largest whole unit.
 pub fn show(duration: Duration) -> String {
-    let millis = duration.as_millis();
-    match millis {
+    match duration.as_micros() {
         0 => "0s".to_owned(),
-        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
-        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
-        m if m % 1_000 == 0 => format!("{}s", m / 1_000),
-        m => format!("{m}ms"),
+        u if u % 3_600_000_000 == 0 => format!("{}h", u / 3_600_000_000),
+        u if u % 60_000_000 == 0 => format!("{}m", u / 60_000_000),
+        u if u % 1_000_000 == 0 => format!("{}s", u / 1_000_000),
+        u if u % 1_000 == 0 => format!("{}ms", u / 1_000),
+        u => format!("{u}us"),
     }
 }
 
@@ -55,6 +56,7 @@ mod tests {
         assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse("200us"), Ok(Duration::from_micros(200)));
     }
 
     #[test]
@@ -71,7 +73,9 @@ mod tests {
 
     #[test]
     fn shows_what_it_parses() {
-        for text in ["500ms", "1500ms", "2s", "5m", "24h", "0s"] {
+        for text in [
+            "200us", "1500us", "500ms", "1500ms", "2s", "5m", "24h", "0s",
+        ] {
             assert_eq!(show(parse(text).unwrap()), text);
         }
     }

@@ -37,6 +37,7 @@ fn every_subcommand_has_complete_help() {
                 "--allow-insecure-remote",
                 "--max-connections",
                 "--max-concurrent-calls",
+                "--busy-poll",
                 "--no-tcp",
                 "--secret-key-file",
                 "CRUDJT_SECRET_KEY",
@@ -85,6 +86,7 @@ fn every_subcommand_has_complete_help() {
                 "--mix",
                 "--data-size",
                 "--warmup",
+                "--busy-poll",
                 "--port",
             ],
         ),
@@ -667,4 +669,82 @@ fn bench_reports_throughput_and_latency() {
     args.extend(connect.iter().map(String::as_str));
     let refused = run(&args).expect(2);
     assert!(refused.stderr.contains("at most 256"), "{}", refused.stderr);
+}
+
+/// CPU time (user and system) the process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 1000 / clock_ticks_per_second())
+}
+
+/// The kernel's clock ticks per second, as `getconf CLK_TCK` says.
+fn clock_ticks_per_second() -> u64 {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_busy_polling_master_serves_and_goes_quiet_when_calls_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::start(
+        &dir.path().join("store"),
+        &["--busy-poll", "200us"],
+        &[("CRUDJT_SECRET_KEY", KEY)],
+    );
+    assert!(
+        master
+            .logs()
+            .iter()
+            .any(|line| line.contains(r#""busy_poll":"200us""#)),
+        "the start-up log names the setting"
+    );
+    let connect = master.connect_args();
+    let mut args = vec![
+        "bench",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--connections",
+        "1",
+        "--pool",
+        "8",
+        "--mix",
+        "create=1,read=4,update=1,delete=1",
+        "--busy-poll",
+        "200us",
+    ];
+    args.extend(connect.iter().map(String::as_str));
+    let bench = run(&args).expect(0);
+    assert!(bench.stdout.contains("busy poll 200us"), "{}", bench.stdout);
+    let token = master.client(&["create", r#"{"user_id": 42}"#]).expect(0);
+    let read = master.client(&["read", token.out()]).expect(0);
+    assert_eq!(json_of(read.out()), json!({"data": {"user_id": 42}}));
+
+    // Idle, it sleeps again: a second without calls costs a few
+    // milliseconds of CPU, not the second a spinning thread would burn.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = cpu_time(master.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_time(master.pid()) - before;
+    assert!(
+        spent < Duration::from_millis(300),
+        "an idle master used {spent:?} of CPU"
+    );
+    master.stop();
 }

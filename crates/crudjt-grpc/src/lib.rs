@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod blocking;
+mod busy;
 mod client;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -38,6 +39,7 @@ pub mod proto {
 }
 
 pub use blocking::BlockingClient;
+pub use busy::eagerly;
 pub use client::{Client, ClientError, Target};
 pub use security::{AuthToken, AuthTokenError, Security, ServerTls};
 pub use serve::{ServeOptions, Served, serve};

@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crudjt::Store;
 use tokio::net::TcpListener;
@@ -50,6 +51,12 @@ pub struct ServeOptions {
     pub tls: Option<ServerTls>,
     /// A bearer secret every call must present, on every listener.
     pub auth_token: Option<AuthToken>,
+    /// How long one runtime worker keeps polling the sockets after a call
+    /// instead of sleeping; zero (the default) never busy-polls. Cuts a
+    /// sequential round trip by the cost of a wake-up, at the price of up
+    /// to one core while calls come at least that often; an idle master
+    /// costs nothing.
+    pub busy_poll: Duration,
 }
 
 impl ServeOptions {
@@ -69,6 +76,7 @@ impl ServeOptions {
             max_concurrent_calls: ServeOptions::DEFAULT_MAX_CONCURRENT_CALLS,
             tls: None,
             auth_token: None,
+            busy_poll: Duration::ZERO,
         }
     }
 
@@ -125,6 +133,12 @@ impl ServeOptions {
                 .is_some_and(ServerTls::requires_client_cert)
     }
 
+    /// Sets [`ServeOptions::busy_poll`].
+    pub fn busy_poll(mut self, window: Duration) -> ServeOptions {
+        self.busy_poll = window;
+        self
+    }
+
     /// Sets [`ServeOptions::max_concurrent_calls`] (at least 1).
     pub fn max_concurrent_calls(mut self, limit: u32) -> ServeOptions {
         self.max_concurrent_calls = limit.max(1);
@@ -163,7 +177,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let limit = store.max_data_size() + MESSAGE_OVERHEAD;
-    let master = Master::new(store);
+    let master = Master::new(store).busy_poll(options.busy_poll);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<TokenServiceServer<Master>>().await;
     let router = |tls: Option<&ServerTls>| -> io::Result<Router> {

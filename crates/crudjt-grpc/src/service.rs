@@ -1,11 +1,12 @@
 //! `token.TokenService` and `crudjt.admin.v1.Admin` on top of a store.
 
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crudjt::{Durability, Limits, Store};
 use tonic::{Request, Response, Status};
 
+use crate::busy::Activity;
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::{KeyUsage, StatsRequest, StatsResponse};
 use crate::proto::token::token_service_server::TokenService;
@@ -23,12 +24,25 @@ pub(crate) const NIL: u8 = 0xc0;
 #[derive(Clone)]
 pub struct Master {
     store: Arc<Store>,
+    /// Told of every call when the master busy-polls.
+    activity: Option<Arc<Activity>>,
 }
 
 impl Master {
     /// Serves `store`.
     pub fn new(store: Arc<Store>) -> Master {
-        Master { store }
+        Master {
+            store,
+            activity: None,
+        }
+    }
+
+    /// Keeps a runtime worker polling for `window` after each call (see
+    /// [`ServeOptions::busy_poll`](crate::ServeOptions::busy_poll)). Must
+    /// be called within a tokio runtime.
+    pub(crate) fn busy_poll(mut self, window: Duration) -> Master {
+        self.activity = (!window.is_zero()).then(|| Arc::new(Activity::start(window)));
+        self
     }
 
     /// Runs a store call. A call that will wait, for its commit under
@@ -40,6 +54,9 @@ impl Master {
         rpc: &'static str,
         op: impl FnOnce(&Store) -> Result<T, crudjt::Error> + Send + 'static,
     ) -> Result<T, Status> {
+        if let Some(activity) = &self.activity {
+            activity.call();
+        }
         let waits = self.store.durability() == Durability::Always || self.store.is_backpressured();
         let result = if waits {
             let store = self.store.clone();

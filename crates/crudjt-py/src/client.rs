@@ -1,6 +1,7 @@
 //! `crudjt.Client`: a connection to a master in another process.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crudjt_grpc::{BlockingClient, ClientError, Security, Target};
 use parking_lot::RwLock;
@@ -18,6 +19,7 @@ use crate::{args, convert, fork, stats};
 pub struct PyClient {
     target: Target,
     security: Security,
+    busy_poll: Duration,
     /// `None` once closed. As with the store, the lock is only taken while
     /// the GIL is released.
     conn: RwLock<Option<Connection>>,
@@ -30,10 +32,15 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(target: &Target, security: &Security) -> Result<Connection, ClientError> {
+    fn new(
+        target: &Target,
+        security: &Security,
+        busy_poll: Duration,
+    ) -> Result<Connection, ClientError> {
+        let client = BlockingClient::connect_lazy_with(target.clone(), security)?;
         Ok(Connection {
             born: fork::generation(),
-            client: BlockingClient::connect_lazy_with(target.clone(), security)?,
+            client: client.busy_poll(busy_poll),
         })
     }
 }
@@ -56,7 +63,8 @@ impl PyClient {
             // Its runtime's threads stayed in the parent; dropping it here
             // would wait for them forever.
             std::mem::forget(stale);
-            *conn = Some(Connection::new(&self.target, &self.security).map_err(errors::client)?);
+            let fresh = Connection::new(&self.target, &self.security, self.busy_poll);
+            *conn = Some(fresh.map_err(errors::client)?);
         }
         let conn = conn
             .as_ref()
@@ -80,6 +88,7 @@ impl PyClient {
         tls_cert = None,
         tls_key = None,
         auth_token = None,
+        busy_poll = 0.0,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -91,7 +100,9 @@ impl PyClient {
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         auth_token: Option<&str>,
+        busy_poll: f64,
     ) -> PyResult<PyClient> {
+        let busy_poll = args::window("busy_poll", busy_poll)?;
         let target = match unix_socket {
             Some(path) => Target::Unix(path),
             None => Target::Tcp {
@@ -110,10 +121,11 @@ impl PyClient {
             _ => return Err(PyValueError::new_err("tls_cert and tls_key go together")),
         };
         security.auth_token = auth_token.map(args::auth_token).transpose()?;
-        let conn = Connection::new(&target, &security).map_err(errors::client)?;
+        let conn = Connection::new(&target, &security, busy_poll).map_err(errors::client)?;
         Ok(PyClient {
             target,
             security,
+            busy_poll,
             conn: RwLock::new(Some(conn)),
         })
     }

@@ -269,6 +269,7 @@ impl PyStore {
         tls_key = None,
         tls_client_ca = None,
         auth_token = None,
+        busy_poll = 0.0,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn serve<'py>(
@@ -281,6 +282,7 @@ impl PyStore {
         tls_key: Option<PathBuf>,
         tls_client_ca: Option<PathBuf>,
         auth_token: Option<&str>,
+        busy_poll: f64,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
         let tcp = host.map(|host| resolve(host, port)).transpose()?;
         let tls = match (tls_cert, tls_key) {
@@ -303,7 +305,8 @@ impl PyStore {
             .tcp(tcp)
             .unix_socket(unix_socket)
             .tls(tls)
-            .auth_token(auth_token.map(args::auth_token).transpose()?);
+            .auth_token(auth_token.map(args::auth_token).transpose()?)
+            .busy_poll(args::window("busy_poll", busy_poll)?);
         if let Some(addr) = options.tcp.filter(|addr| !addr.ip().is_loopback())
             && !(options.tls.is_some() && options.authenticates_clients())
         {

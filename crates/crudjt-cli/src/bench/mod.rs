@@ -59,6 +59,12 @@ pub struct BenchArgs {
     #[arg(long, env = "CRUDJT_POOL", default_value_t = 256, value_name = "TOKENS",
           value_parser = clap::value_parser!(u32).range(1..))]
     pool: u32,
+    /// Poll for each reply without sleeping for up to this long, on one
+    /// thread for all connections, as a latency-bound client would (see
+    /// `crudjt serve --busy-poll`); 0 (the default) sleeps until the reply
+    #[arg(long, env = "CRUDJT_BENCH_BUSY_POLL", default_value = "0s",
+          value_parser = duration::parse, value_name = "DURATION")]
+    busy_poll: Duration,
     #[command(flatten)]
     connect: Connect,
 }
@@ -73,6 +79,7 @@ struct Plan {
     /// Calls finished since measuring began, for the progress line.
     measured: AtomicU64,
     failed: AtomicU64,
+    busy_poll: Duration,
 }
 
 /// One connection's results.
@@ -91,9 +98,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.duration.is_zero() {
         return Err(Invalid("--duration must be longer than zero".into()).into());
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    // A busy-polling client keeps every connection on one thread, so that
+    // polling it finds each reply without a hand-off between threads.
+    let runtime = if args.busy_poll.is_zero() {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    runtime
         .context("cannot start the benchmark runtime")?
         .block_on(bench(args))
 }
@@ -143,6 +159,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         end: start + args.warmup + args.duration,
         measured: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        busy_poll: args.busy_poll,
     });
     let mut workers = tokio::task::JoinSet::new();
     for (seed, (client, pool)) in (1..).zip(filled) {
@@ -161,11 +178,12 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
     println!(
         "crudjt bench: {target}, connections {}, {} measured after {} warm-up, \
-         data {data_size} bytes, mix {}",
+         data {data_size} bytes, mix {}, busy poll {}",
         args.connections,
         duration::show(args.duration),
         duration::show(args.warmup),
-        args.mix
+        args.mix,
+        duration::show(args.busy_poll)
     );
     print!("{}", report::table(&mut tally, elapsed, &args.mix));
     match first_error {
@@ -193,7 +211,8 @@ async fn work(client: Client, mut pool: Vec<String>, plan: Arc<Plan>, seed: u64)
             continue;
         }
         let began = Instant::now();
-        let result = call(&client, op, &mut pool, &plan, &mut rng).await;
+        let call = call(&client, op, &mut pool, &plan, &mut rng);
+        let result = crudjt_grpc::eagerly(call, plan.busy_poll).await;
         let micros = u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX);
         let measured = began >= plan.measure_from;
         match result {

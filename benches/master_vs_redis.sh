@@ -6,6 +6,12 @@
 # with 256-byte data. Needs redis-server and redis-benchmark (Debian's
 # redis-server and redis-tools packages); builds crudjt in release mode.
 #
+# Two more sets of rows, as the same load from other clients:
+#   busy   both crudjt ends busy-poll (serve and bench --busy-poll 200us)
+#   h2load ReadToken from nghttp2's h2load (Debian's nghttp2-client), a C
+#          HTTP/2 load generator as light as redis-benchmark, one call at a
+#          time per connection; skipped when h2load is not installed
+#
 # Usage: benches/master_vs_redis.sh [seconds per run, default 5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +24,12 @@ trap 'kill $(jobs -p) 2>/dev/null; redis-cli -p $redis_port shutdown nosave >/de
 
 cargo build --release -q -p crudjt-cli
 crudjt=target/release/crudjt
-CRUDJT_SECRET_KEY=$($crudjt keygen) $crudjt serve --store-path "$work/store" \
+key=$($crudjt keygen)
+CRUDJT_SECRET_KEY=$key $crudjt serve --store-path "$work/store" \
     --port $crudjt_port --log-level warn &
+busy_port=$((crudjt_port + 1))
+CRUDJT_SECRET_KEY=$key $crudjt serve --store-path "$work/busy-store" \
+    --port $busy_port --log-level warn --busy-poll 200us &
 redis-server --port $redis_port --save "" --appendonly no --daemonize yes \
     --logfile "$work/redis.log" >/dev/null
 sleep 1
@@ -27,11 +37,23 @@ sleep 1
 value=$(head -c 256 /dev/zero | tr '\0' 'x')
 requests=$((seconds * 20000))
 
-# Prints "ops/s p50_us p99_us" for one crudjt bench run.
+# Prints "ops/s p50_us p99_us" for one crudjt bench run; more arguments go
+# to crudjt bench.
 crudjt_run() {
-    $crudjt bench --port $crudjt_port --connections "$1" --mix "$2" \
-        --duration "${seconds}s" --warmup 1s 2>/dev/null |
+    local connections=$1 mix=$2
+    shift 2
+    $crudjt bench --port $crudjt_port --connections "$connections" --mix "$mix" \
+        --duration "${seconds}s" --warmup 1s "$@" 2>/dev/null |
         awk '$1 == "all" { print $3, $5, $6 }'
+}
+
+# Prints "ops/s mean_us" for h2load reading one token over $1 connections.
+h2load_run() {
+    h2load -n $((requests * $1 / 4 + 2000)) -c "$1" -m 1 -d "$work/read.grpc" \
+        -H 'content-type: application/grpc' -H 'te: trailers' \
+        "http://127.0.0.1:$crudjt_port/token.TokenService/ReadToken" |
+        awk '/^finished in/ { ops = $4 } /^time for request:/ { mean = $6 }
+             END { sub(/us$/, "", mean); printf "%d %s\n", ops, mean }'
 }
 
 # Prints "ops/s p50_us p99_us" for one redis-benchmark run (CSV output).
@@ -54,4 +76,21 @@ for connections in 1 8 32; do
     read -r r_ops r_p50 r_p99 <<<"$(redis_run "$connections" get key:__rand_int__)"
     printf '%-6s %5s  %12s %8s %8s  %12s %8s %8s  %6.2f\n' read "$connections" \
         "$c_ops" "$c_p50" "$c_p99" "$r_ops" "$r_p50" "$r_p99" "$(echo "$c_ops / $r_ops" | bc -l)"
+    for mix in create read; do
+        read -r c_ops c_p50 c_p99 <<<"$(crudjt_port=$busy_port crudjt_run "$connections" \
+            $mix=1 --busy-poll 200us)"
+        printf '%-6s %5s  %12s %8s %8s\n' "$mix/busy" "$connections" "$c_ops" "$c_p50" "$c_p99"
+    done
 done
+
+if command -v h2load >/dev/null; then
+    # A ReadTokenRequest in its gRPC frame: no compression, the length,
+    # then field 1 (the token, 22 bytes).
+    token=$($crudjt create --port $crudjt_port "{\"pad\": \"$(head -c 240 /dev/zero | tr '\0' 'x')\"}")
+    { printf '\x00\x00\x00\x00\x18\x0a\x16'; printf '%s' "$token"; } >"$work/read.grpc"
+    printf '\n%-12s %5s  %12s %8s\n' op conns "ops/s" "mean us"
+    for connections in 1 8 32; do
+        read -r h_ops h_mean <<<"$(h2load_run "$connections")"
+        printf '%-12s %5s  %12s %8s\n' read/h2load "$connections" "$h_ops" "$h_mean"
+    done
+fi

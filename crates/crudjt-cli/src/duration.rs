@@ -11,7 +11,8 @@ use std::time::Duration;
 pub fn parse(text: &str) -> Result<Duration, String> {
     let invalid = || {
         format!(
-            "invalid duration `{text}`: give a whole number and a unit (us, ms, s, m or h), like 500ms"
+            "invalid duration `{text}`: give a whole number and a unit \
+             (us, ms, s, m or h), like 500ms"
         )
     };
     let split = text
@@ -31,6 +32,23 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .checked_mul(micros_per)
         .ok_or_else(|| format!("duration `{text}` is too long"))?;
     Ok(Duration::from_micros(micros))
+}
+
+/// Parses a busy-polling window: a duration of at most
+/// [`crudjt_grpc::MAX_BUSY_POLL`].
+///
+/// # Errors
+///
+/// As [`parse`], and for a longer window.
+pub fn parse_window(text: &str) -> Result<Duration, String> {
+    let window = parse(text)?;
+    if window > crudjt_grpc::MAX_BUSY_POLL {
+        return Err(format!(
+            "a busy-polling window of `{text}` is too long: at most {}",
+            show(crudjt_grpc::MAX_BUSY_POLL)
+        ));
+    }
+    Ok(window)
 }
 
 /// Shows a duration the way [`parse`] reads it, in the largest whole unit.
@@ -69,6 +87,14 @@ mod tests {
                 .unwrap_err()
                 .contains("too long")
         );
+    }
+
+    #[test]
+    fn a_window_is_at_most_a_second() {
+        assert_eq!(parse_window("200us"), Ok(Duration::from_micros(200)));
+        assert_eq!(parse_window("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_window("1001ms").unwrap_err().contains("at most 1s"));
+        assert!(parse_window("1").is_err());
     }
 
     #[test]

@@ -142,9 +142,10 @@ pub struct ServeArgs {
     /// Keep polling the sockets for this long after each call instead of
     /// sleeping: sequential round trips get faster by a wake-up each, at
     /// the price of up to one core while calls come that often; 0 (the
-    /// default) never busy-polls. Try 200us for latency-bound clients
+    /// default) never busy-polls; at most 1s. Try 200us for latency-bound
+    /// clients
     #[arg(long, env = "CRUDJT_BUSY_POLL", default_value = "0s",
-          value_parser = duration::parse, value_name = "DURATION")]
+          value_parser = duration::parse_window, value_name = "DURATION")]
     busy_poll: Duration,
     /// Listen only on --unix-socket, not on TCP
     #[arg(long, env = "CRUDJT_NO_TCP", requires = "unix_socket",

@@ -672,6 +672,7 @@ fn bench_reports_throughput_and_latency() {
 }
 
 /// CPU time (user and system) the process has used so far.
+#[cfg(target_os = "linux")]
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the command name, which is in parentheses.
@@ -682,23 +683,13 @@ fn cpu_time(pid: u32) -> Duration {
         .split_whitespace()
         .collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 1000 / clock_ticks_per_second())
-}
-
-/// The kernel's clock ticks per second, as `getconf CLK_TCK` says.
-fn clock_ticks_per_second() -> u64 {
-    let out = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    // SAFETY: sysconf only reads a system setting.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap();
+    Duration::from_millis(ticks * 1000 / per_second)
 }
 
 #[test]
+#[cfg(target_os = "linux")]
 fn a_busy_polling_master_serves_and_goes_quiet_when_calls_stop() {
     let dir = tempfile::tempdir().unwrap();
     let master = Master::start(
@@ -747,4 +738,16 @@ fn a_busy_polling_master_serves_and_goes_quiet_when_calls_stop() {
         "an idle master used {spent:?} of CPU"
     );
     master.stop();
+}
+
+#[test]
+fn a_busy_polling_window_over_a_second_is_refused() {
+    for command in ["serve", "bench"] {
+        let refused = run(&[command, "--busy-poll", "2s"]).expect(2);
+        assert!(
+            refused.stderr.contains("too long: at most 1s"),
+            "{}",
+            refused.stderr
+        );
+    }
 }

@@ -9,9 +9,11 @@
 //!
 //! Both halves are bounded, so that an idle process costs nothing:
 //! - [`Activity`] on the master: a task that keeps one runtime worker
-//!   polling for `window` after the last call, then sleeps until the next.
+//!   busy for `window` after the last call, then sleeps until the next.
 //! - [`eagerly`] on a client: a call polls for its reply for at most
 //!   `window`, then waits for it as usual.
+//!
+//! A window is at most [`MAX_BUSY_POLL`]; longer ones are cut to it.
 
 use std::future::Future;
 use std::pin::pin;
@@ -21,6 +23,10 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+/// The longest busy-polling window: past it a caller would spend a core
+/// to save a wake-up that costs microseconds.
+pub const MAX_BUSY_POLL: Duration = Duration::from_secs(1);
 
 /// The master's side: tells its polling task of every call. Dropping it
 /// (with the last clone of the master) ends the task.
@@ -50,13 +56,14 @@ impl Activity {
             asleep: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             wake: Notify::new(),
-            window,
+            window: window.min(MAX_BUSY_POLL),
         });
         tokio::spawn(poll_while_busy(polling.clone()));
         Activity { polling }
     }
 
-    /// Records a call, waking the polling task if it sleeps.
+    /// Records a call (at its start, and again when it ends so that the
+    /// window counts from the reply), waking the polling task if it sleeps.
     pub(crate) fn call(&self) {
         let polling = &self.polling;
         let now = polling.epoch.elapsed().as_nanos() as u64;
@@ -81,19 +88,22 @@ impl Polling {
     }
 }
 
-/// Keeps a worker polling while calls come within the window of each
-/// other. Each `yield_now` hands the worker back to the runtime, which
-/// then polls its sockets without sleeping before running this task again,
-/// so other tasks and incoming messages are never held up by the loop.
+/// Keeps a worker busy while calls come within the window of each other.
+/// Each `yield_now` hands the worker back to the runtime, which runs any
+/// other ready task and polls the sockets without sleeping (when no other
+/// worker is already waiting on them) before running this task again, so
+/// nothing is held up by the loop. Either way the worker's CPU stays
+/// awake, and a message that lands wakes no sleeping CPU.
 async fn poll_while_busy(polling: Arc<Polling>) {
     while !polling.stopped.load(Ordering::Acquire) {
         if polling.busy() {
             tokio::task::yield_now().await;
             continue;
         }
-        polling.asleep.store(true, Ordering::Release);
-        // A call that came just before the flag was set did not wake the
-        // task: look again, and keep polling if one did.
+        // A swap, not a store: with the call's own swap it orders the two
+        // sides, so that either the call sees the flag and wakes the task,
+        // or the look below sees the call's stamp.
+        polling.asleep.swap(true, Ordering::AcqRel);
         if polling.busy() && polling.asleep.swap(false, Ordering::AcqRel) {
             continue;
         }
@@ -108,11 +118,23 @@ async fn poll_while_busy(polling: Arc<Polling>) {
 /// call is in flight, and only for as long as `window`.
 ///
 /// On a current-thread runtime each `yield_now` makes the runtime poll its
-/// sockets without sleeping, so a reply is read as soon as it lands.
+/// sockets without sleeping, so a reply is read as soon as it lands. A
+/// window is cut to [`MAX_BUSY_POLL`].
+///
+/// # Example
+///
+/// ```
+/// # use std::time::Duration;
+/// # let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// # runtime.block_on(async {
+/// let reply = async { 42 }; // a client call, in real use
+/// assert_eq!(crudjt_grpc::eagerly(reply, Duration::from_micros(200)).await, 42);
+/// # });
+/// ```
 pub async fn eagerly<F: Future>(call: F, window: Duration) -> F::Output {
     let mut call = pin!(call);
     if !window.is_zero() {
-        let until = Instant::now() + window;
+        let until = Instant::now() + window.min(MAX_BUSY_POLL);
         loop {
             let polled = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
             if let Poll::Ready(out) = polled {
@@ -146,12 +168,17 @@ mod tests {
     async fn the_polling_task_sleeps_when_calls_stop() {
         let activity = Activity::start(Duration::from_millis(2));
         activity.call();
-        tokio::time::sleep(Duration::from_millis(20)).await;
         let polling = activity.polling.clone();
-        assert!(
-            polling.asleep.load(Ordering::Acquire),
-            "still polling after the window"
-        );
+        // However slowly this machine runs the task, it goes to sleep
+        // once calls stop.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !polling.asleep.load(Ordering::Acquire) {
+            assert!(
+                Instant::now() < deadline,
+                "still polling long after the window"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         activity.call();
         assert!(!polling.asleep.load(Ordering::Acquire));
         drop(activity);

@@ -39,7 +39,7 @@ pub mod proto {
 }
 
 pub use blocking::BlockingClient;
-pub use busy::eagerly;
+pub use busy::{MAX_BUSY_POLL, eagerly};
 pub use client::{Client, ClientError, Target};
 pub use security::{AuthToken, AuthTokenError, Security, ServerTls};
 pub use serve::{ServeOptions, Served, serve};

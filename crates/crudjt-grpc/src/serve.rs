@@ -55,7 +55,7 @@ pub struct ServeOptions {
     /// instead of sleeping; zero (the default) never busy-polls. Cuts a
     /// sequential round trip by the cost of a wake-up, at the price of up
     /// to one core while calls come at least that often; an idle master
-    /// costs nothing.
+    /// costs nothing. Cut to [`MAX_BUSY_POLL`](crate::MAX_BUSY_POLL).
     pub busy_poll: Duration,
 }
 

@@ -66,6 +66,9 @@ impl Master {
         } else {
             op(&self.store)
         };
+        if let Some(activity) = &self.activity {
+            activity.call();
+        }
         result.map_err(|err| to_status(rpc, err))
     }
 }

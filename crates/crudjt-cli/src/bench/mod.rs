@@ -61,9 +61,10 @@ pub struct BenchArgs {
     pool: u32,
     /// Poll for each reply without sleeping for up to this long, on one
     /// thread for all connections, as a latency-bound client would (see
-    /// `crudjt serve --busy-poll`); 0 (the default) sleeps until the reply
+    /// `crudjt serve --busy-poll`); 0 (the default) sleeps until the reply;
+    /// at most 1s
     #[arg(long, env = "CRUDJT_BENCH_BUSY_POLL", default_value = "0s",
-          value_parser = duration::parse, value_name = "DURATION")]
+          value_parser = duration::parse_window, value_name = "DURATION")]
     busy_poll: Duration,
     #[command(flatten)]
     connect: Connect,
@@ -211,8 +212,8 @@ async fn work(client: Client, mut pool: Vec<String>, plan: Arc<Plan>, seed: u64)
             continue;
         }
         let began = Instant::now();
-        let call = call(&client, op, &mut pool, &plan, &mut rng);
-        let result = crudjt_grpc::eagerly(call, plan.busy_poll).await;
+        let pending = call(&client, op, &mut pool, &plan, &mut rng);
+        let result = crudjt_grpc::eagerly(pending, plan.busy_poll).await;
         let micros = u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX);
         let measured = began >= plan.measure_from;
         match result {

@@ -183,7 +183,8 @@ class Config:
         a client certificate; ``auth_token`` is sent with every call.
         ``busy_poll`` (seconds, up to 1) makes each call poll for its reply
         for that long before sleeping until it comes: faster round trips
-        for the calling thread's time while it waits; 0 never polls."""
+        for the calling thread's time while it waits; 0 never polls. Only
+        a call with no other in flight from this process polls."""
         global _backend
         with cls._lock:
             cls._refuse_second_start()

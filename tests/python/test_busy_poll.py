@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,24 @@ def test_a_bad_window_is_a_value_error_naming_it(
     with crudjt.Store(secret_key, tmp_path / "store") as store:
         with pytest.raises(ValueError, match="busy_poll must be from 0 to 1 seconds"):
             store.serve(port=0, busy_poll=window)
+
+
+def test_a_busy_polling_client_serves_many_threads_at_once(
+    tmp_path: Path, secret_key: str
+) -> None:
+    # Calls from several threads share the client's runtime; each must
+    # still get its own answer while the others poll or wait.
+    with crudjt.Store(secret_key, tmp_path / "store") as store:
+        host, port = store.serve(port=0)
+        with crudjt.Client(host, port, busy_poll=0.0005) as client:
+            tokens = [client.create({"n": n}, silence_read=40) for n in range(8)]
+
+            def read_own(n: int) -> list:
+                return [client.read(tokens[n])["data"]["n"] for _ in range(39)]
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                results = list(pool.map(read_own, range(8)))
+            assert results == [[n] * 39 for n in range(8)]
+            # Each budget of 40 reads was spent exactly: one read is left.
+            assert [client.read(t)["metadata"] for t in tokens] == [{"silence_read": 0}] * 8
+            assert [client.read(t) for t in tokens] == [None] * 8

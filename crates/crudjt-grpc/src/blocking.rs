@@ -16,7 +16,7 @@ use std::time::Duration;
 use crudjt::{Entry, Limits};
 use tokio::runtime::Runtime;
 
-use crate::busy::eagerly;
+use crate::busy::eagerly_while;
 use crate::client::{Client, ClientError, Target, not_connected};
 use crate::proto::admin::StatsResponse;
 use crate::security::Security;
@@ -115,9 +115,12 @@ impl BlockingClient {
     }
 
     /// Makes each call poll for its reply, without sleeping, for up to
-    /// `window` (see [`eagerly`]): a round trip gets faster by a wake-up,
-    /// for at most `window` of the calling thread's time. Zero, the
-    /// default, sleeps until the reply.
+    /// `window` (see [`eagerly`](crate::eagerly)): a round trip gets faster
+    /// by a wake-up, for at most `window` of the calling thread's time.
+    /// Only a call that is the client's only one in flight polls: calls
+    /// from several threads at once share one runtime, and a spinning one
+    /// would hold it from the rest. Zero, the default, sleeps until the
+    /// reply.
     pub fn busy_poll(mut self, window: Duration) -> BlockingClient {
         self.busy_poll = window;
         self
@@ -125,7 +128,11 @@ impl BlockingClient {
 
     fn call<F: Future>(&self, call: F) -> F::Output {
         self.shared.calls.fetch_add(1, Ordering::SeqCst);
-        let out = self.shared.runtime.block_on(eagerly(call, self.busy_poll));
+        let alone = || self.shared.calls.load(Ordering::SeqCst) == 1;
+        let out = self
+            .shared
+            .runtime
+            .block_on(eagerly_while(call, self.busy_poll, alone));
         self.shared.calls.fetch_sub(1, Ordering::SeqCst);
         out
     }

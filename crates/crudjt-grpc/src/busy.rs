@@ -132,6 +132,17 @@ async fn poll_while_busy(polling: Arc<Polling>) {
 /// # });
 /// ```
 pub async fn eagerly<F: Future>(call: F, window: Duration) -> F::Output {
+    eagerly_while(call, window, || true).await
+}
+
+/// [`eagerly`], polling only while `alone()` holds: a caller that shares
+/// its runtime with other threads' calls stops polling as soon as another
+/// call comes, since its spinning would hold the runtime from them.
+pub(crate) async fn eagerly_while<F: Future>(
+    call: F,
+    window: Duration,
+    alone: impl Fn() -> bool,
+) -> F::Output {
     let mut call = pin!(call);
     if !window.is_zero() {
         let until = Instant::now() + window.min(MAX_BUSY_POLL);
@@ -140,7 +151,7 @@ pub async fn eagerly<F: Future>(call: F, window: Duration) -> F::Output {
             if let Poll::Ready(out) = polled {
                 return out;
             }
-            if Instant::now() >= until {
+            if Instant::now() >= until || !alone() {
                 break;
             }
             tokio::task::yield_now().await;
@@ -162,6 +173,27 @@ mod tests {
         };
         assert_eq!(eagerly(slow, Duration::from_micros(50)).await, 8);
         assert_eq!(eagerly(async { 9 }, Duration::ZERO).await, 9);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_call_that_is_not_alone_stops_polling_at_once() {
+        // Ready on its third poll, waking itself each time.
+        let mut polls = 0;
+        let call = std::future::poll_fn(|cx| {
+            polls += 1;
+            if polls == 3 {
+                return Poll::Ready(polls);
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        let asked = std::cell::Cell::new(0);
+        let alone = || {
+            asked.set(asked.get() + 1);
+            false
+        };
+        assert_eq!(eagerly_while(call, Duration::from_secs(1), alone).await, 3);
+        assert_eq!(asked.get(), 1, "it asked again after another call came");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -78,7 +78,8 @@ impl PyClient {
     /// A client of the master at `host:port`, or at `unix_socket` when
     /// given. Nothing is dialled until the first call. `busy_poll`
     /// (seconds, up to 1) makes each call poll for its reply for that long
-    /// before sleeping until it comes; 0 never polls.
+    /// before sleeping until it comes, when no other call of this client is
+    /// in flight; 0 never polls.
     #[new]
     #[pyo3(signature = (
         host = "127.0.0.1",

@@ -54,9 +54,7 @@ impl Master {
         rpc: &'static str,
         op: impl FnOnce(&Store) -> Result<T, crudjt::Error> + Send + 'static,
     ) -> Result<T, Status> {
-        if let Some(activity) = &self.activity {
-            activity.call();
-        }
+        self.record_activity();
         let waits = self.store.durability() == Durability::Always || self.store.is_backpressured();
         let result = if waits {
             let store = self.store.clone();
@@ -66,10 +64,15 @@ impl Master {
         } else {
             op(&self.store)
         };
+        // Again at the reply, so that the polling window counts from it.
+        self.record_activity();
+        result.map_err(|err| to_status(rpc, err))
+    }
+
+    fn record_activity(&self) {
         if let Some(activity) = &self.activity {
             activity.call();
         }
-        result.map_err(|err| to_status(rpc, err))
     }
 }
 

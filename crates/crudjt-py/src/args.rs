@@ -67,11 +67,12 @@ pub fn seconds(name: &str, value: f64) -> PyResult<Duration> {
         })
 }
 
-/// A busy-polling window in seconds: zero (never) or up to one second.
+/// A busy-polling window in seconds: zero (never) up to
+/// [`crudjt_grpc::MAX_BUSY_POLL`].
 pub fn window(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value)
         .ok()
-        .filter(|d| *d <= Duration::from_secs(1))
+        .filter(|d| *d <= crudjt_grpc::MAX_BUSY_POLL)
         .ok_or_else(|| {
             PyValueError::new_err(format!("{name} must be from 0 to 1 seconds, got {value}"))
         })

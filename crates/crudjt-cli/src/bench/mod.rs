@@ -101,16 +101,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     // A busy-polling client keeps every connection on one thread, so that
     // polling it finds each reply without a hand-off between threads.
-    let runtime = if args.busy_poll.is_zero() {
+    let mut builder = if args.busy_poll.is_zero() {
         tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
     } else {
         tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
     };
-    runtime
+    builder
+        .enable_all()
+        .build()
         .context("cannot start the benchmark runtime")?
         .block_on(bench(args))
 }
